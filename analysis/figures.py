@@ -1,0 +1,206 @@
+"""The paper's Section 7 heat maps (Figs. 3, 4, 6, 7, 8) as PNG and PDF.
+
+Every map shows phi(i, j) on a colour scale fixed to [0, 1], i down the rows and j along the
+columns (both from 1), under a title that says what produced it. Matplotlib is used through
+Figure objects (Agg canvas), never pyplot, so nothing depends on a display or global state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.inputs import Adapter
+from analysis.subspace import (
+    expected_random_phi,
+    orthonormal_basis,
+    phi_grid,
+    random_baseline,
+    similarity_grids,
+    weight_vs_delta,
+)
+
+FACTOR_OF_USE = {"right": "A", "left": "B"}
+
+
+@dataclass
+class Panel:
+    grid: torch.Tensor  # (r1, r2) phi values
+    title: str
+    i_label: str = "i"
+    j_label: str = "j"
+    triangle: bool = False  # keep only j <= i: the paper's zoom on the lower-left triangle
+
+
+def draw(rows: list[list[Panel]], title: str, out_stem) -> list[Path]:
+    """Heat maps in a grid of panels, one shared colour bar on [0, 1]; writes stem.png, stem.pdf."""
+    n_cols = max(len(row) for row in rows)
+    fig = Figure(figsize=(3.3 * n_cols + 1.0, 2.9 * len(rows) + 0.8), layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    image = None
+    for row, row_axes in zip(rows, axes):
+        for ax in row_axes[len(row):]:
+            ax.set_axis_off()
+        for panel, ax in zip(row, row_axes):
+            image = _heat_map(ax, panel)
+    fig.colorbar(image, ax=axes, label="φ(i, j)", shrink=0.9)
+    fig.suptitle(title, fontsize=10)
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    return paths
+
+
+def _heat_map(ax, panel: Panel):
+    grid = panel.grid.double().numpy().copy()
+    if panel.triangle:
+        grid[np.triu_indices_from(grid, k=1)] = np.nan
+    r1, r2 = grid.shape
+    image = ax.imshow(
+        grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest",
+        extent=(0.5, r2 + 0.5, r1 + 0.5, 0.5),
+    )
+    ax.set_title(panel.title, fontsize=8)
+    ax.set_xlabel(panel.j_label)
+    ax.set_ylabel(panel.i_label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    return image
+
+
+def factor(adapter: Adapter, layer: int, target: str, use: str) -> torch.Tensor:
+    """The factor whose singular vectors are compared: A (use="right") or B (use="left")."""
+    return adapter.A(layer, target) if use == "right" else adapter.B(layer, target)
+
+
+def grids(first: Adapter, second: Adapter, keys, use: str = "right") -> dict:
+    """phi grids of two adapters for every (layer, target) key, in one batched SVD."""
+    return similarity_grids(
+        {key: factor(first, *key, use) for key in keys},
+        {key: factor(second, *key, use) for key in keys},
+        use,
+    )
+
+
+def _labels(*adapters: Adapter) -> dict:
+    """model / task / tier shared by the adapters (joined with ' vs ' where they differ)."""
+    out = {}
+    for key, default in (("model", "model ?"), ("task", "task ?"), ("tier", "tier ?")):
+        values = list(dict.fromkeys(str(a.labels.get(key) or default) for a in adapters))
+        out[key] = " vs ".join(values)
+    out["seeds"] = "/".join(str(a.labels.get("seed", "?")) for a in adapters)
+    return out
+
+
+def _where(layers, n_layers: int) -> str:
+    name = "layer" if len(layers) == 1 else "layers"
+    return f"{name} {', '.join(map(str, layers))} of {n_layers} (from 0)"
+
+
+def rank_comparison(low: Adapter, high: Adapter, layers, targets=("q", "v"), use="right",
+                    out_stem="results/figures/fig3", figure="Fig. 3") -> list[Path]:
+    """Figs. 3 (one layer) and 6 (several): phi(A_low, A_high, i, j) for each target, full grid
+    and the zoom on the lower-left triangle, one row per layer."""
+    keys = [(layer, target) for layer in layers for target in targets]
+    phi = grids(low, high, keys, use)
+    M = FACTOR_OF_USE[use]
+    rows = []
+    for layer in layers:
+        full, zoom = [], []
+        for target in targets:
+            r_low, r_high = low.rank(layer, target), high.rank(layer, target)
+            grid = phi[(layer, target)]
+            i_label, j_label = f"i ({M} r={r_low})", f"j ({M} r={r_high})"
+            name = f"ΔW{target}, layer {layer}"
+            full.append(Panel(grid, name, i_label, j_label))
+            size = min(grid.shape)
+            zoom.append(Panel(grid[:size, :size], f"{name}, j ≤ i", i_label, j_label, True))
+        rows.append(full + zoom)
+    ranks = f"{M}_r={low.ranks()[0]} vs {M}_r={high.ranks()[0]}"
+    labels = _labels(low, high)
+    title = (
+        f"{figure}: φ({ranks}, i, j) of ΔW{'/ΔW'.join(targets)} — {labels['model']}, "
+        f"{labels['task']}, {_where(layers, low.n_layers)}, seeds {labels['seeds']}, "
+        f"tier {labels['tier']}"
+    )
+    return draw(rows, title, out_stem)
+
+
+def seed_comparison(first: Adapter, second: Adapter, layers, targets=("q", "v"), use="right",
+                    seed: int = 0, out_stem="results/figures/fig4", figure="Fig. 4") -> list[Path]:
+    """Figs. 4 (one layer) and 7 (several): phi between two seeds' factors at one rank, for each
+    target, beside the same grid for two seeded random Gaussian matrices of the same shapes."""
+    keys = [(layer, target) for layer in layers for target in targets]
+    phi = grids(first, second, keys, use)
+    M = FACTOR_OF_USE[use]
+    rows = []
+    for layer in layers:
+        row = []
+        for target in targets:
+            r1, r2 = first.rank(layer, target), second.rank(layer, target)
+            row.append(Panel(phi[(layer, target)], f"ΔW{target}, layer {layer}",
+                             f"i ({M} r={r1}, seed {first.labels.get('seed', '?')})",
+                             f"j ({M} r={r2}, seed {second.labels.get('seed', '?')})"))
+        shape1 = factor(first, layer, targets[0], use).shape
+        shape2 = factor(second, layer, targets[0], use).shape
+        row.append(random_panel(shape1, shape2, use, seed + layer))
+        rows.append(row)
+    labels = _labels(first, second)
+    title = (
+        f"{figure}: φ between two seeds' {M} of ΔW{'/ΔW'.join(targets)} vs random Gaussian — "
+        f"{labels['model']}, {labels['task']}, {_where(layers, first.n_layers)}, "
+        f"r={first.ranks()[0]}, seeds {labels['seeds']}, tier {labels['tier']}"
+    )
+    return draw(rows, title, out_stem)
+
+
+def random_panel(shape1, shape2, use: str, seed: int) -> Panel:
+    """The random-Gaussian baseline with its expected value max(i, j) / d in the title."""
+    grid = random_baseline(shape1, shape2, seed=seed, use=use)
+    dim = shape1[1] if use == "right" else shape1[0]
+    expected = expected_random_phi(*grid.shape, dim)
+    return Panel(
+        grid,
+        f"random N(0,1), seed {seed}: mean {grid.mean():.3f}\n"
+        f"E[φ] = max(i, j)/{dim}: mean {expected.mean():.3f}",
+        f"i (random, r={grid.shape[0]})", f"j (random, r={grid.shape[1]})",
+    )
+
+
+def weight_vs_delta_figure(W: torch.Tensor, deltas: list[tuple[Adapter, torch.Tensor]],
+                           layer: int, target: str, n_top: int, use: str = "right",
+                           seed: int = 0, out_stem="results/figures/fig8") -> list[Path]:
+    """Fig. 8: phi between W's top n_top singular directions (i) and dW's top r (j), for each
+    adapter (one per r), beside a random matrix of the largest rank in dW's place."""
+    W_basis = orthonormal_basis(W, use, n_top)
+    panels = []
+    for adapter, delta in deltas:
+        r = adapter.rank(layer, target)
+        panels.append(Panel(weight_vs_delta(W, delta, r, n_top, use),
+                            f"ΔW{target} r={r} vs W{target}",
+                            f"i (W{target}, top {n_top})", f"j (ΔW{target}, r={r})"))
+    r_max = max(adapter.rank(layer, target) for adapter, _ in deltas)
+    generator = torch.Generator().manual_seed(seed)
+    random = torch.randn(tuple(W.shape), generator=generator, dtype=torch.float64)
+    random_grid = phi_grid(W_basis, orthonormal_basis(random, use, r_max))
+    dim = W.shape[1] if use == "right" else W.shape[0]
+    panels.append(Panel(random_grid,
+                        f"random N(0,1), seed {seed}, vs W{target}\n"
+                        f"E[φ] = max(i, j)/{dim}: mean {expected_random_phi(n_top, r_max, dim).mean():.3f}",
+                        f"i (W{target}, top {n_top})", f"j (random, r={r_max})"))
+    adapters = [adapter for adapter, _ in deltas]
+    labels = _labels(*adapters)
+    ranks = ", ".join(str(adapter.rank(layer, target)) for adapter in adapters)
+    side = "right" if use == "right" else "left"
+    title = (
+        f"Fig. 8: φ between top {side} singular directions of W{target} and of ΔW{target}, "
+        f"r = {ranks} — {labels['model']}, {labels['task']}, "
+        f"{_where([layer], adapters[0].n_layers)}, seeds {labels['seeds']}, tier {labels['tier']}"
+    )
+    return draw([panels], title, out_stem)
