@@ -106,12 +106,42 @@ def load_pretrained(name_or_path: str, head: str | None = None, **kwargs):
     return model
 
 
-def load_tokenizer(name_or_path: str):
-    """The tokenizer of a project model (bundled or hub) or of a local folder."""
-    if Path(name_or_path).is_dir():
-        return transformers.AutoTokenizer.from_pretrained(name_or_path)
-    spec = _spec(name_or_path)
-    source = local_path(name_or_path) or spec.get("hub_id")
-    if source is None:
-        raise ValueError(f"model {name_or_path!r} has no tokenizer of its own")
-    return transformers.AutoTokenizer.from_pretrained(str(source))
+SHARED_GPT2_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared/data/tokenizers/gpt2"
+
+
+def load_tokenizer(name_or_path: str, tokenizer_dir: str | None = None):
+    """The tokenizer of a project model (bundled, hub, or the one its spec names) or of a folder.
+
+    `tokenizer_dir` (e.g. GPT-2's vocab.json + merges.txt) overrides where it comes from. Every
+    tokenizer returned has a pad token (GPT-2's is its eos, as the LoRA authors pad).
+    """
+    if tokenizer_dir is None and Path(name_or_path).is_dir():
+        tokenizer_dir = name_or_path
+    if tokenizer_dir is None:
+        spec = _spec(name_or_path)
+        source = spec.get("tokenizer")
+        if source == "gpt2_bpe":
+            tokenizer_dir = os.environ.get("GPT2_TOKENIZER_DIR") or str(SHARED_GPT2_TOKENIZER)
+        elif source is not None:
+            return load_tokenizer(source)
+        else:
+            tokenizer_dir = str(local_path(name_or_path) or spec["hub_id"])
+    folder = Path(tokenizer_dir)
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() and not (
+        folder / "tokenizer_config.json"
+    ).is_file():
+        from lora_repro.data.nlg import load_gpt2_tokenizer
+
+        tokenizer = load_gpt2_tokenizer(folder)
+    else:
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        except OSError as err:
+            raise OSError(
+                f"cannot load the tokenizer of {name_or_path!r} from {tokenizer_dir}: {err}. "
+                f"Without the hub, point the task's tokenizer_dir (GPT2_TOKENIZER_DIR) or "
+                f"LORA_REPRO_MODEL_{name_or_path.upper()} at a local folder."
+            ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,116 @@
+"""Run records: one JSON per run, written atomically, that tables and the analysis read.
+
+    python -c "from lora_repro.records import load_records; print(len(load_records('results/runs')))"
+
+A record holds at least: run_id, experiment, status (running | done | failed, with the error),
+the resolved config, model/task/method/targets/rank/alpha/seed/tier, trainable and total
+parameter counts, per-epoch metrics, the best epoch and its metrics, wall time, throughput,
+peak memory, device, library versions and the git commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+RECORD_FILE = "record.json"
+STATUSES = ("running", "done", "failed")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def atomic_write_json(path: Path, data) -> None:
+    """Write JSON through a temp file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def run_id_of(fields: dict) -> str:
+    """A short stable hash of the fields that change a run's result."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def read_record(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:  # never expected (atomic writes), but say where
+        raise ValueError(f"corrupt record {path}: {err}") from err
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    if record.get("status") not in STATUSES:
+        raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
+    atomic_write_json(Path(run_dir) / RECORD_FILE, record)
+
+
+def load_records(root, experiment: str | None = None, status: str | None = "done") -> list[dict]:
+    """Every record under root (results/runs), optionally of one experiment and status."""
+    root = Path(root)
+    pattern = f"{experiment}/*/{RECORD_FILE}" if experiment else f"*/*/{RECORD_FILE}"
+    records = []
+    for path in sorted(root.glob(pattern)):
+        record = json.loads(path.read_text())
+        record["run_dir"] = str(path.parent)
+        if status is None or record.get("status") == status:
+            records.append(record)
+    return records
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        )
+        commit = out.stdout.strip() if out.returncode == 0 else None
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return f"{commit}+dirty" if commit and dirty else commit
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "peft", "accelerate", "datasets", "hydra-core", "wandb"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def device_info() -> dict:
+    import torch
+
+    info = {"host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["device"] = "cuda"
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    else:
+        info["device"] = "cpu"
+        info["cpu"] = platform.processor() or platform.machine()
+    return info

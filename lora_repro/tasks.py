@@ -1,0 +1,203 @@
+"""What differs between GLUE (a classification head) and NLG (a causal LM with beam search).
+
+A job builds the model for its task, serves training batches in a seeded length-grouped order,
+computes the training loss, and evaluates with the paper's metrics. The training loop
+(lora_repro/train.py) is the same for both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from lora_repro.data import glue as glue_data
+from lora_repro.data import nlg as nlg_data
+from lora_repro.metrics.glue import glue_metrics
+from lora_repro.models import load_pretrained, load_tokenizer
+
+# Modules that make up the task head of each family's sequence-classification model: they train
+# in full next to LoRA, as the classifier does in the paper's GLUE runs.
+HEADS = {"bert": ["classifier", "pooler"], "roberta": ["classifier"], "deberta-v2": ["classifier", "pooler"]}
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's batches: a length-grouped order (transformers' sampler) drawn from (seed, epoch).
+
+    Grouping similar lengths with dynamic padding cuts the padding of a random batch; the order
+    depends on nothing but (seed, epoch), so a resumed run sees exactly the same batches.
+    """
+    order = list(LengthGroupedSampler(
+        batch_size, lengths=lengths, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+    ))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class GlueJob:
+    kind = "glue"
+
+    def __init__(self, run: dict):
+        self.run, self.train_cfg = run, run["train"]
+        self.task = glue_data.glue_task(run["task"])
+        self.tokenizer = load_tokenizer(run["model_source"])
+        data_dir = run["data_dir"]
+        max_len = self.train_cfg["max_seq_length"]
+        raw = glue_data.load_glue(run["task"], "train", data_dir, limit=self.train_cfg["train_limit"])
+        self.train_set = glue_data.tokenize_glue(raw, self.tokenizer, max_len)
+        self.eval_sets = {
+            split: glue_data.tokenize_glue(
+                glue_data.load_glue(run["task"], split, data_dir, limit=self.train_cfg["eval_limit"]),
+                self.tokenizer, max_len,
+            )
+            for split in self.task.eval_splits
+        }
+        self.collate = DataCollatorWithPadding(self.tokenizer)
+        self.train_lengths = [len(ids) for ids in self.train_set["input_ids"]]
+
+    def build_model(self):
+        kwargs = {"num_labels": self.task.num_labels}
+        if self.train_cfg.get("classifier_dropout") is not None:
+            kwargs["classifier_dropout"] = self.train_cfg["classifier_dropout"]
+        model = load_pretrained(self.run["model_source"], head="sequence_classification", **kwargs)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model
+
+    def head_modules(self, model) -> list[str]:
+        return HEADS.get(model.config.model_type, ["classifier"])
+
+    def loss(self, model, batch):
+        return model(**batch).loss
+
+    @torch.no_grad()
+    def evaluate(self, model, accelerator, autocast) -> dict:
+        model.eval()
+        metrics = {}
+        for split, dataset in self.eval_sets.items():
+            loader = accelerator.prepare_data_loader(DataLoader(
+                dataset, batch_size=self.train_cfg["eval_batch_size"], collate_fn=self.collate
+            ))
+            logits, labels = [], []
+            for batch in loader:
+                with autocast():
+                    out = model(**batch).logits.float()
+                out, gold = accelerator.gather_for_metrics((out, batch["labels"]))
+                logits.append(out.cpu())
+                labels.append(gold.cpu())
+            scores = glue_metrics(self.run["task"], torch.cat(logits).numpy(), torch.cat(labels).numpy())
+            suffix = "" if len(self.eval_sets) == 1 else "_" + split.removeprefix("validation_")
+            metrics.update({f"{k}{suffix}": v for k, v in scores.items() if k != "primary"})
+            if "primary" not in metrics:  # the first eval split carries the headline number
+                metrics["primary"] = scores["primary"]
+        model.train()
+        return metrics
+
+
+class NLGJob:
+    """GPT-2 on E2E / WebNLG / DART: loss on the reference tokens only, label smoothing, beam search."""
+
+    kind = "nlg"
+
+    def __init__(self, run: dict):
+        self.run, self.train_cfg = run, run["train"]
+        self.tokenizer = load_tokenizer(run["model_source"], run.get("tokenizer_dir"))
+        pairs = nlg_data.load_nlg(run["task"], "train", run["data_dir"], limit=self.train_cfg["train_limit"])
+        self.train_set = nlg_data.tokenize_nlg(pairs, self.tokenizer, self.train_cfg["max_seq_length"])
+        self.train_lengths = [len(ids) for ids in self.train_set["input_ids"]]
+        items = nlg_data.group_references(nlg_data.load_nlg(run["task"], "validation", run["data_dir"]))
+        limit = self.train_cfg["eval_limit"]
+        self.eval_items = items.select(range(min(limit, len(items)))) if limit else items
+
+    def collate(self, rows):
+        width = max(len(r["input_ids"]) for r in rows)
+        pad = self.tokenizer.pad_token_id
+
+        def padded(key, value):
+            return torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows])
+
+        return {
+            "input_ids": padded("input_ids", pad),
+            "attention_mask": padded("attention_mask", 0),
+            "labels": padded("labels", nlg_data.IGNORE_INDEX),
+        }
+
+    def build_model(self):
+        return load_pretrained(self.run["model_source"], head="causal_lm")
+
+    def head_modules(self, model) -> list[str]:
+        return []
+
+    def loss(self, model, batch):
+        labels = batch.pop("labels")
+        logits = model(**batch).logits[:, :-1].float()
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+            ignore_index=nlg_data.IGNORE_INDEX,
+            label_smoothing=self.train_cfg.get("label_smoothing") or 0.0,
+        )
+
+    @torch.no_grad()
+    def generate(self, model, sources: list[str], autocast) -> list[str]:
+        """Beam search with the paper's settings, batched with left padding."""
+        cfg, tok = self.train_cfg, self.tokenizer
+        model = getattr(model, "module", model)
+        model.eval()
+        outputs = []
+        batch_size = cfg["eval_batch_size"]
+        for start in range(0, len(sources), batch_size):
+            prompts = [nlg_data.encode_prompt(s, tok) for s in sources[start:start + batch_size]]
+            width = max(map(len, prompts))
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            device = next(model.parameters()).device
+            with autocast():
+                generated = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device),
+                    num_beams=cfg["beam_size"], length_penalty=cfg["length_penalty"],
+                    no_repeat_ngram_size=cfg["no_repeat_ngram_size"],
+                    max_new_tokens=cfg["max_new_tokens"], eos_token_id=tok.eos_token_id,
+                    pad_token_id=tok.pad_token_id, do_sample=False, early_stopping=True,
+                )
+            for row in generated[:, width:]:
+                outputs.append(tok.decode(row, skip_special_tokens=True).strip())
+        model.train()
+        return outputs
+
+    @torch.no_grad()
+    def evaluate(self, model, accelerator, autocast) -> dict:
+        """Validation loss every epoch (cheap); decoding and the five scores are `final_evaluate`."""
+        model.eval()
+        sources = self.eval_items["source"]
+        references = self.eval_items["references"]
+        rows = [nlg_data.encode_pair(s, refs[0], self.tokenizer, self.train_cfg["max_seq_length"])
+                for s, refs in zip(sources, references)]
+        losses = []
+        for start in range(0, len(rows), self.train_cfg["eval_batch_size"]):
+            batch = self.collate(rows[start:start + self.train_cfg["eval_batch_size"]])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with autocast():
+                losses.append(self.loss(model, batch).item())
+        model.train()
+        loss = sum(losses) / len(losses)
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "primary": -loss}
+
+    def final_evaluate(self, model, autocast) -> dict:
+        from lora_repro.metrics.nlg import score
+
+        hypotheses = self.generate(model, list(self.eval_items["source"]), autocast)
+        scores = score(hypotheses, [list(r) for r in self.eval_items["references"]])
+        return {**scores, "samples": [
+            {"source": s, "output": h} for s, h in zip(self.eval_items["source"][:5], hypotheses[:5])
+        ]}
+
+
+def make_job(run: dict):
+    if run["task_kind"] == "glue":
+        return GlueJob(run)
+    if run["task_kind"] == "nlg":
+        return NLGJob(run)
+    raise ValueError(f"unknown task kind {run['task_kind']!r}: glue or nlg")
