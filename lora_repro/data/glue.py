@@ -29,7 +29,9 @@ class TsvLayout:
     text_columns: tuple[str, ...]
     label_column: str
     header: tuple[str, ...] | None = None  # column names for files that have no header row
-    files: dict[str, str] = field(default_factory=lambda: {"train": "train.tsv", "validation": "dev.tsv"})
+    files: dict[str, str] = field(
+        default_factory=lambda: {"train": "train.tsv", "validation": "dev.tsv"}
+    )
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ _MNLI_FILES = {
     "validation_mismatched": "dev_mismatched.tsv",
 }
 
+# fmt: off
 GLUE_TASKS: dict[str, GlueTask] = {
     task.name: task
     for task in [
@@ -92,10 +95,12 @@ GLUE_TASKS: dict[str, GlueTask] = {
         GlueTask(
             "cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"),
             ("matthews_correlation",),
-            TsvLayout(("sentence",), "label", header=("source", "label", "original_label", "sentence")),
+            TsvLayout(("sentence",), "label",
+                      header=("source", "label", "original_label", "sentence")),
         ),
         GlueTask(
-            "qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"), ("accuracy",),
+            "qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"),
+            ("accuracy",),
             TsvLayout(("question", "sentence"), "label"),
         ),
         GlueTask(
@@ -104,7 +109,8 @@ GLUE_TASKS: dict[str, GlueTask] = {
             TsvLayout(("question1", "question2"), "is_duplicate"),
         ),
         GlueTask(
-            "rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ("accuracy",),
+            "rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"),
+            ("accuracy",),
             _RTE_LIKE,
         ),
         GlueTask(
@@ -118,6 +124,7 @@ GLUE_TASKS: dict[str, GlueTask] = {
         ),
     ]
 }
+# fmt: on
 
 
 def glue_task(name: str) -> GlueTask:
@@ -135,7 +142,9 @@ def load_glue(
     """
     spec = glue_task(task)
     if split not in spec.splits:
-        raise ValueError(f"unknown split {split!r} for {task}: choose one of {', '.join(spec.splits)}")
+        raise ValueError(
+            f"unknown split {split!r} for {task}: choose one of {', '.join(spec.splits)}"
+        )
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of rows, got {limit}")
     data_dir = data_dir if data_dir is not None else os.environ.get(GLUE_DIR_ENV)
@@ -150,7 +159,10 @@ def _features(spec: GlueTask) -> datasets.Features:
         if spec.is_regression
         else datasets.ClassLabel(names=list(spec.label_names))
     )
-    texts = {column: datasets.Value("string") for column in ("text_a", "text_b")[: len(spec.hub_text_columns)]}
+    texts = {
+        column: datasets.Value("string")
+        for column in ("text_a", "text_b")[: len(spec.hub_text_columns)]
+    }
     return datasets.Features({**texts, "label": label, "idx": datasets.Value("int32")})
 
 
@@ -162,9 +174,10 @@ def _from_hub(spec: GlueTask, split: str, limit: int | None) -> datasets.Dataset
         dataset = datasets.load_dataset(HUB_PATH, spec.name, split=hub_split)
     except ConnectionError as err:
         raise ConnectionError(
-            f"cannot load GLUE {spec.name} from the hub ({HUB_PATH}): the hub is unreachable or "
-            f"offline (HF_DATASETS_OFFLINE={os.environ.get('HF_DATASETS_OFFLINE', '')!r}). Point "
-            f"{GLUE_DIR_ENV} or data_dir at a classic glue_data/ folder holding {spec.folder}/ instead."
+            f"cannot load GLUE {spec.name} from the hub ({HUB_PATH}): the hub is unreachable "
+            f"or offline (HF_DATASETS_OFFLINE={os.environ.get('HF_DATASETS_OFFLINE', '')!r}). "
+            f"Point {GLUE_DIR_ENV} or data_dir at a classic glue_data/ folder holding "
+            f"{spec.folder}/ instead."
         ) from err
     renames = dict(zip(spec.hub_text_columns, ("text_a", "text_b")))
     return dataset.rename_columns(renames).cast(_features(spec))
@@ -173,8 +186,9 @@ def _from_hub(spec: GlueTask, split: str, limit: int | None) -> datasets.Dataset
 def _from_tsv(spec: GlueTask, path: Path, limit: int | None) -> datasets.Dataset:
     if not path.is_file():
         raise FileNotFoundError(
-            f"GLUE {spec.name} file not found: {path}. Point {GLUE_DIR_ENV} or data_dir at a classic "
-            f"glue_data/ folder with {spec.folder}/{path.name} in it, or unset both to use the hub."
+            f"GLUE {spec.name} file not found: {path}. Point {GLUE_DIR_ENV} or data_dir at a "
+            f"classic glue_data/ folder with {spec.folder}/{path.name} in it, or unset both to "
+            "use the hub."
         )
     layout = spec.tsv
     columns = {"text_a": [], "text_b": [], "label": []}
@@ -195,7 +209,9 @@ def _from_tsv(spec: GlueTask, path: Path, limit: int | None) -> datasets.Dataset
                 break
             where = f"{path}, line {rows.line_num}"
             if len(row) != len(header):
-                raise ValueError(f"{where}: expected {len(header)} tab-separated fields, found {len(row)}")
+                raise ValueError(
+                    f"{where}: expected {len(header)} tab-separated fields, found {len(row)}"
+                )
             for name, at in zip(("text_a", "text_b"), text_at):
                 columns[name].append(row[at])
             columns["label"].append(_parse_label(spec, row[label_at], where))
@@ -238,11 +254,15 @@ def tokenize_glue(dataset: datasets.Dataset, tokenizer, max_length: int) -> data
     return encoded.cast_column("labels", dataset.features["label"])
 
 
-def length_grouped_sampler(dataset: datasets.Dataset, batch_size: int, seed: int = 0) -> LengthGroupedSampler:
+def length_grouped_sampler(
+    dataset: datasets.Dataset, batch_size: int, seed: int = 0
+) -> LengthGroupedSampler:
     """Shuffles, cuts into mega-batches and sorts each by length (transformers' own sampler).
 
     Each pass over it draws a new order from one seeded generator, so epochs differ but a
     run repeats exactly.
     """
     lengths = [len(ids) for ids in dataset["input_ids"]]
-    return LengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator().manual_seed(seed))
+    return LengthGroupedSampler(
+        batch_size, lengths=lengths, generator=torch.Generator().manual_seed(seed)
+    )

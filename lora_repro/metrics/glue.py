@@ -21,12 +21,13 @@ def glue_metrics(task: str, predictions, labels) -> dict[str, float]:
     spec = glue_task(task)
     predictions, labels = _as_numpy(predictions), _as_numpy(labels)
     if spec.is_regression:
-        predictions = predictions.reshape(len(predictions), -1)[:, 0] if predictions.ndim > 1 else predictions
+        predictions = predictions.reshape(-1)  # a regression head's (n, 1)
     elif predictions.ndim == 2:
         predictions = predictions.argmax(axis=-1)
     if predictions.shape != labels.shape:
         raise ValueError(
-            f"{task}: predictions of shape {predictions.shape} do not match labels of shape {labels.shape}"
+            f"{task}: predictions of shape {predictions.shape} do not match "
+            f"labels of shape {labels.shape}"
         )
     if len(labels) == 0:
         raise ValueError(f"{task}: no predictions to score")
@@ -48,12 +49,16 @@ def f1(predictions, labels) -> float:
 def matthews_correlation(predictions, labels) -> float:
     """Matthews correlation from the confusion matrix (Gorodkin's form, any number of classes)."""
     classes = np.union1d(predictions, labels)
-    confusion = pd.crosstab(labels, predictions).reindex(index=classes, columns=classes, fill_value=0)
+    confusion = pd.crosstab(labels, predictions).reindex(
+        index=classes, columns=classes, fill_value=0
+    )
     confusion = confusion.to_numpy(dtype=np.float64)
     n, correct = confusion.sum(), np.trace(confusion)
     true_counts, predicted_counts = confusion.sum(axis=1), confusion.sum(axis=0)
     numerator = correct * n - true_counts @ predicted_counts
-    denominator = np.sqrt((n**2 - predicted_counts @ predicted_counts) * (n**2 - true_counts @ true_counts))
+    denominator = np.sqrt(
+        (n**2 - predicted_counts @ predicted_counts) * (n**2 - true_counts @ true_counts)
+    )
     return _ratio(numerator, denominator)
 
 
@@ -65,7 +70,9 @@ def pearson(predictions, labels) -> float:
 
 def spearman(predictions, labels) -> float:
     """Pearson correlation of the ranks, ties sharing their average rank (as scipy does)."""
-    ranks = [pd.Series(values).rank(method="average").to_numpy() for values in (predictions, labels)]
+    ranks = [
+        pd.Series(values).rank(method="average").to_numpy() for values in (predictions, labels)
+    ]
     return pearson(*ranks)
 
 

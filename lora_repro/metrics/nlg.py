@@ -12,6 +12,7 @@ and ROUGE-L are on 0..1, NIST and CIDEr on their own scales, as the official sco
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import shutil
@@ -46,7 +47,7 @@ ZERO_LENGTH_FLOOR = 1e-9
 
 
 def check_corpus(hypotheses: list[str], references: list[list[str]]) -> None:
-    """Raise ValueError unless there is one non-empty list of reference strings per hypothesis."""
+    """Raise unless there is one non-empty list of reference strings per hypothesis string."""
     if len(hypotheses) != len(references):
         raise ValueError(
             f"got {len(hypotheses)} hypotheses but {len(references)} reference lists; "
@@ -56,10 +57,10 @@ def check_corpus(hypotheses: list[str], references: list[list[str]]) -> None:
         raise ValueError("nothing to score: 0 hypotheses")
     for index, hypothesis in enumerate(hypotheses):
         if not isinstance(hypothesis, str):
-            raise ValueError(f"hypothesis {index} is a {type(hypothesis).__name__}, not a str")
+            raise TypeError(f"hypothesis {index} is a {type(hypothesis).__name__}, not a str")
     for index, refs in enumerate(references):
         if isinstance(refs, str) or not all(isinstance(ref, str) for ref in refs):
-            raise ValueError(f"references[{index}] must be a list of str, got {refs!r:.80}")
+            raise TypeError(f"references[{index}] must be a list of str, got {refs!r:.80}")
         if len(refs) == 0:
             raise ValueError(f"references[{index}] is empty: every input needs >= 1 reference")
 
@@ -71,8 +72,7 @@ _tokenizer_13a = Tokenizer13a()
 
 def mteval_tokenize(text: str) -> list[str]:
     """mteval-13a tokens, lowercased (the E2E scorer matches n-grams case-insensitively)."""
-    # split(" ") rather than split(): an empty text is one empty token, as in the official port.
-    return _tokenizer_13a(text).lower().split(" ")
+    return _tokenizer_13a(text).lower().split()
 
 
 def _ngram_counts(tokens: list[str], n: int) -> Counter:
@@ -91,6 +91,13 @@ def _clipped_hits(hypothesis: list[str], references: list[list[str]], n: int) ->
     return _ngram_counts(hypothesis, n) & _max_reference_counts(references, n)
 
 
+def _ngram_total(tokens: list[str], n: int) -> int:
+    # The official Python port adds len - n + 1 even when negative, so a hypothesis shorter
+    # than n lowers the totals (an exact-match corpus can then score BLEU > 1); mteval-13a
+    # (Perl) counts real n-grams, as here. Both agree once every hypothesis has >= n tokens.
+    return max(0, len(tokens) - n + 1)
+
+
 def _tokenize_corpus(hypotheses, references):
     return (
         [mteval_tokenize(hyp) for hyp in hypotheses],
@@ -98,7 +105,9 @@ def _tokenize_corpus(hypotheses, references):
     )
 
 
-def corpus_bleu(hypotheses: list[str], references: list[list[str]], max_n: int = BLEU_MAX_N) -> float:
+def corpus_bleu(
+    hypotheses: list[str], references: list[list[str]], max_n: int = BLEU_MAX_N
+) -> float:
     """Corpus BLEU (0..1) with the E2E scorer's clipping, closest reference length and floors."""
     check_corpus(hypotheses, references)
     return _bleu(*_tokenize_corpus(hypotheses, references), max_n)
@@ -111,8 +120,7 @@ def _bleu(hyp_tokens, ref_tokens, max_n):
     for hyp, refs in zip(hyp_tokens, ref_tokens):
         for n in range(1, max_n + 1):
             hits[n - 1] += sum(_clipped_hits(hyp, refs, n).values())
-            # Not clamped at 0, as in the official port (only differs for hypotheses < max_n tokens).
-            hyp_ngram_totals[n - 1] += len(hyp) - n + 1
+            hyp_ngram_totals[n - 1] += _ngram_total(hyp, n)
         closest_ref_length += len(min(refs, key=lambda ref: (abs(len(ref) - len(hyp)), len(ref))))
 
     log_precision = sum(
@@ -120,11 +128,15 @@ def _bleu(hyp_tokens, ref_tokens, max_n):
         for hit, total in zip(hits, hyp_ngram_totals)
     ) / max_n
     hyp_length = hyp_ngram_totals[0] or 1e-5
-    brevity = math.exp(1 - closest_ref_length / hyp_length) if hyp_length <= closest_ref_length else 1.0
+    brevity = 1.0
+    if hyp_length <= closest_ref_length:
+        brevity = math.exp(1 - closest_ref_length / hyp_length)
     return brevity * math.exp(log_precision)
 
 
-def corpus_nist(hypotheses: list[str], references: list[list[str]], max_n: int = NIST_MAX_N) -> float:
+def corpus_nist(
+    hypotheses: list[str], references: list[list[str]], max_n: int = NIST_MAX_N
+) -> float:
     """Corpus NIST (mteval-13a formula, as the E2E scorer computes it; not nltk's)."""
     check_corpus(hypotheses, references)
     return _nist(*_tokenize_corpus(hypotheses, references), max_n)
@@ -140,27 +152,32 @@ def _nist(hyp_tokens, ref_tokens, max_n):
     for hyp, refs in zip(hyp_tokens, ref_tokens):
         for n in range(1, max_n + 1):
             hits_per_order[n].append(_clipped_hits(hyp, refs, n))
-            hyp_ngram_totals[n] += len(hyp) - n + 1  # unclamped, as in the official port
+            hyp_ngram_totals[n] += _ngram_total(hyp, n)
             for ref in refs:
                 reference_counts[n].update(_ngram_counts(ref, n))
         reference_counts[0][()] += sum(len(ref) for ref in refs)
         mean_ref_length_sum += sum(len(ref) for ref in refs) / len(refs)
 
     def information(ngram):
-        return math.log2(reference_counts[len(ngram) - 1][ngram[:-1]] / reference_counts[len(ngram)][ngram])
+        prefix_count = reference_counts[len(ngram) - 1][ngram[:-1]]
+        return math.log2(prefix_count / reference_counts[len(ngram)][ngram])
 
     precision_sum = 0.0
     for n in range(1, max_n + 1):
-        if hyp_ngram_totals[n] <= 0:  # no hypothesis n-grams of this order anywhere
+        if hyp_ngram_totals[n] == 0:  # no hypothesis has n tokens
             continue
         matched_information = sum(
-            information(ngram) * count for hits in hits_per_order[n] for ngram, count in hits.items()
+            information(ngram) * count
+            for hits in hits_per_order[n]
+            for ngram, count in hits.items()
         )
         precision_sum += matched_information / hyp_ngram_totals[n]
     return precision_sum * _nist_length_penalty(hyp_ngram_totals[1], mean_ref_length_sum)
 
 
 def _nist_length_penalty(system_length: float, reference_length: float) -> float:
+    if reference_length == 0:  # only empty references: nothing to fall short of
+        return 1.0
     ratio = system_length / reference_length
     if ratio >= 1:
         return 1.0
@@ -173,7 +190,10 @@ def bleu_nist(hypotheses: list[str], references: list[list[str]]) -> dict[str, f
     """{"bleu", "nist"} as the E2E scorer's Python mode reports them; needs no Java."""
     check_corpus(hypotheses, references)
     hyp_tokens, ref_tokens = _tokenize_corpus(hypotheses, references)
-    return {"bleu": _bleu(hyp_tokens, ref_tokens, BLEU_MAX_N), "nist": _nist(hyp_tokens, ref_tokens, NIST_MAX_N)}
+    return {
+        "bleu": _bleu(hyp_tokens, ref_tokens, BLEU_MAX_N),
+        "nist": _nist(hyp_tokens, ref_tokens, NIST_MAX_N),
+    }
 
 
 # ------------------------------------------------------- METEOR, ROUGE-L, CIDEr (COCO scorer)
@@ -195,14 +215,17 @@ def ptb_tokenize(sentences: list[str]) -> list[str]:
     text = "\n".join(" ".join(sentence.splitlines()) for sentence in sentences)
     command = [_java(), "-cp", str(PTB_JAR), "edu.stanford.nlp.process.PTBTokenizer",
                "-preserveLines", "-lowerCase", "-encoding", "utf-8"]
-    done = subprocess.run(command, input=text.encode("utf-8"), capture_output=True)
+    done = subprocess.run(command, input=text.encode("utf-8"), capture_output=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"PTB tokenizer failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+        details = done.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"PTB tokenizer failed (exit {done.returncode}): {details}")
     lines = done.stdout.decode("utf-8").split("\n")
     if len(lines) == len(sentences) + 1 and lines[-1] == "":
         lines.pop()  # a trailing newline after the last line
     if len(lines) != len(sentences):
-        raise RuntimeError(f"PTB tokenizer returned {len(lines)} lines for {len(sentences)} sentences")
+        raise RuntimeError(
+            f"PTB tokenizer returned {len(lines)} lines for {len(sentences)} sentences"
+        )
     return [" ".join(token for token in line.rstrip().split(" ") if token not in PTB_PUNCTUATION)
             for line in lines]
 
@@ -223,7 +246,7 @@ class Meteor:
     """
 
     def __init__(self):
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the JVM)
         command = [_java(), "-Xmx2G", "-Dfile.encoding=UTF-8", "-jar", str(METEOR_JAR),
                    "-", "-", "-stdio", "-l", "en", "-norm"]
         self._process = subprocess.Popen(command, cwd=METEOR_JAR.parent, stdin=subprocess.PIPE,
@@ -237,7 +260,8 @@ class Meteor:
 
     def close(self) -> None:
         if self._process.poll() is None:
-            self._process.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()
             try:
                 self._process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -246,15 +270,23 @@ class Meteor:
         self._stderr.close()
 
     def _send(self, line: str) -> None:
-        self._process.stdin.write((line + "\n").encode("utf-8"))
-        self._process.stdin.flush()
+        try:
+            self._process.stdin.write((line + "\n").encode("utf-8"))
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            raise self._died() from None
 
     def _receive(self) -> str:
         line = self._process.stdout.readline()
         if not line:
-            self._stderr.seek(0)
-            raise RuntimeError(f"METEOR exited early: {self._stderr.read().decode()[-2000:]}")
+            raise self._died()
         return line.decode("utf-8").strip()
+
+    def _died(self) -> RuntimeError:
+        self._process.wait()
+        self._stderr.seek(0)
+        details = self._stderr.read().decode(errors="replace")[-2000:]
+        return RuntimeError(f"METEOR exited early (exit {self._process.returncode}): {details}")
 
     def corpus_score(self, tok_hypotheses: list[str], tok_references: list[list[str]]) -> float:
         """Corpus METEOR from per-segment statistics, as the official scorer reads it."""
@@ -339,7 +371,9 @@ def read_e2e_csv(path: str | Path) -> E2EReferences:
         reader = csv.DictReader(handle)
         missing = {"mr", "ref"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}"
+            )
         return _group_by_mr((row["mr"], row["ref"].strip()) for row in reader)
 
 
@@ -352,7 +386,9 @@ def read_lora_format(path: str | Path) -> E2EReferences:
             if not line.strip():
                 continue
             if "||" not in line:
-                raise ValueError(f"{path}:{line_number}: expected 'MR||reference', got {line.strip()!r:.80}")
+                raise ValueError(
+                    f"{path}:{line_number}: expected 'MR||reference', got {line.strip()!r:.80}"
+                )
             mr, ref = line.split("||", 1)
             pairs.append((mr.strip(), ref.strip()))
     return _group_by_mr(pairs)
