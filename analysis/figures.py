@@ -6,6 +6,7 @@ Figure objects (Agg canvas), never pyplot, so nothing depends on a display or gl
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,24 +37,41 @@ class Panel:
     triangle: bool = False  # keep only j <= i: the paper's zoom on the lower-left triangle
 
 
+PANEL_INCHES = (3.3, 3.0)  # one heat map with its labels
+MARGIN_INCHES = {"left": 0.8, "right": 1.3, "bottom": 0.6, "title_line": 0.22}
+
+
 def draw(rows: list[list[Panel]], title: str, out_stem) -> list[Path]:
-    """Heat maps in a grid of panels, one shared colour bar on [0, 1]; writes stem.png, stem.pdf."""
-    n_cols = max(len(row) for row in rows)
-    fig = Figure(figsize=(3.3 * n_cols + 1.0, 2.9 * len(rows) + 0.8), layout="constrained")
-    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    """Heat maps in a grid of panels, one shared colour bar on [0, 1]; writes stem.png, stem.pdf.
+
+    Margins are fixed in inches rather than left to constrained layout, which took most of the
+    drawing time.
+    """
+    n_rows, n_cols = len(rows), max(len(row) for row in rows)
+    width = PANEL_INCHES[0] * n_cols + MARGIN_INCHES["left"] + MARGIN_INCHES["right"]
+    title = textwrap.fill(title, width=int(13 * width))
+    top = MARGIN_INCHES["title_line"] * (title.count("\n") + 1) + 0.6
+    height = PANEL_INCHES[1] * n_rows + MARGIN_INCHES["bottom"] + top
+    fig = Figure(figsize=(width, height))
+    box = {"left": MARGIN_INCHES["left"] / width, "right": 1 - MARGIN_INCHES["right"] / width,
+           "bottom": MARGIN_INCHES["bottom"] / height, "top": 1 - top / height}
+    axes = fig.subplots(n_rows, n_cols, squeeze=False,
+                        gridspec_kw={**box, "wspace": 0.45, "hspace": 0.6})
     image = None
     for row, row_axes in zip(rows, axes):
         for ax in row_axes[len(row):]:
             ax.set_axis_off()
         for panel, ax in zip(row, row_axes):
             image = _heat_map(ax, panel)
-    fig.colorbar(image, ax=axes, label="φ(i, j)", shrink=0.9)
-    fig.suptitle(title, fontsize=10)
+    bar = fig.add_axes((box["right"] + 0.3 / width, box["bottom"], 0.15 / width,
+                        box["top"] - box["bottom"]))
+    fig.colorbar(image, cax=bar, label="φ(i, j)")
+    fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        fig.savefig(path, dpi=120)
     return paths
 
 
@@ -91,8 +109,9 @@ def grids(first: Adapter, second: Adapter, keys, use: str = "right") -> dict:
 def _labels(*adapters: Adapter) -> dict:
     """model / task / tier shared by the adapters (joined with ' vs ' where they differ)."""
     out = {}
-    for key, default in (("model", "model ?"), ("task", "task ?"), ("tier", "tier ?")):
-        values = list(dict.fromkeys(str(a.labels.get(key) or default) for a in adapters))
+    for key in ("model", "task", "tier"):
+        defaults = [{"model": a.path.name, "task": "task ?", "tier": "?"}[key] for a in adapters]
+        values = list(dict.fromkeys(str(a.labels.get(key) or d) for a, d in zip(adapters, defaults)))
         out[key] = " vs ".join(values)
     out["seeds"] = "/".join(str(a.labels.get("seed", "?")) for a in adapters)
     return out
@@ -103,27 +122,36 @@ def _where(layers, n_layers: int) -> str:
     return f"{name} {', '.join(map(str, layers))} of {n_layers} (from 0)"
 
 
+def axis_label(axis: str, adapter: Adapter, layer: int, target: str, use: str) -> str:
+    """e.g. "i (A of ΔWq, r=8, seed 1)": which factor the rows or columns come from."""
+    shown = adapter.labels.get("shown_target", target)
+    seed = adapter.labels.get("seed")
+    seed = "" if seed is None else f", seed {seed}"
+    return f"{axis} ({FACTOR_OF_USE[use]} of ΔW{shown}, r={adapter.rank(layer, target)}{seed})"
+
+
 def rank_comparison(low: Adapter, high: Adapter, layers, targets=("q", "v"), use="right",
                     out_stem="results/figures/fig3", figure="Fig. 3") -> list[Path]:
-    """Figs. 3 (one layer) and 6 (several): phi(A_low, A_high, i, j) for each target, full grid
-    and the zoom on the lower-left triangle, one row per layer."""
+    """Figs. 3 (one layer) and 6 (several): phi(A_high, A_low, i, j) for each target, full grid
+    and the zoom on its lower-left triangle, one row per layer. As in the paper's Fig. 3, i runs
+    over the higher rank's directions (rows) and j over the lower rank's (columns)."""
     keys = [(layer, target) for layer in layers for target in targets]
-    phi = grids(low, high, keys, use)
+    phi = grids(high, low, keys, use)
     M = FACTOR_OF_USE[use]
     rows = []
     for layer in layers:
         full, zoom = [], []
         for target in targets:
-            r_low, r_high = low.rank(layer, target), high.rank(layer, target)
             grid = phi[(layer, target)]
-            i_label, j_label = f"i ({M} r={r_low})", f"j ({M} r={r_high})"
+            i_label = axis_label("i", high, layer, target, use)
+            j_label = axis_label("j", low, layer, target, use)
             name = f"ΔW{target}, layer {layer}"
             full.append(Panel(grid, name, i_label, j_label))
             size = min(grid.shape)
             zoom.append(Panel(grid[:size, :size], f"{name}, j ≤ i", i_label, j_label, True))
         rows.append(full + zoom)
-    ranks = f"{M}_r={low.ranks()[0]} vs {M}_r={high.ranks()[0]}"
-    labels = _labels(low, high)
+    ranks = f"{M}_r={high.ranks()[0]}, {M}_r={low.ranks()[0]}"
+    labels = _labels(high, low)
     title = (
         f"{figure}: φ({ranks}, i, j) of ΔW{'/ΔW'.join(targets)} — {labels['model']}, "
         f"{labels['task']}, {_where(layers, low.n_layers)}, seeds {labels['seeds']}, "
@@ -132,32 +160,40 @@ def rank_comparison(low: Adapter, high: Adapter, layers, targets=("q", "v"), use
     return draw(rows, title, out_stem)
 
 
-def seed_comparison(first: Adapter, second: Adapter, layers, targets=("q", "v"), use="right",
-                    seed: int = 0, out_stem="results/figures/fig4", figure="Fig. 4") -> list[Path]:
-    """Figs. 4 (one layer) and 7 (several): phi between two seeds' factors at one rank, for each
-    target, beside the same grid for two seeded random Gaussian matrices of the same shapes."""
+def pair_comparison(first: Adapter, second: Adapter, layers, targets=("q", "v"), use="right",
+                    seed: int = 0, out_stem="results/figures/similarity", title="") -> list[Path]:
+    """phi between two adapters' factors for each target (one row per layer), beside the same
+    grid for two seeded random Gaussian matrices of the same shapes."""
     keys = [(layer, target) for layer in layers for target in targets]
     phi = grids(first, second, keys, use)
-    M = FACTOR_OF_USE[use]
     rows = []
     for layer in layers:
-        row = []
-        for target in targets:
-            r1, r2 = first.rank(layer, target), second.rank(layer, target)
-            row.append(Panel(phi[(layer, target)], f"ΔW{target}, layer {layer}",
-                             f"i ({M} r={r1}, seed {first.labels.get('seed', '?')})",
-                             f"j ({M} r={r2}, seed {second.labels.get('seed', '?')})"))
+        row = [Panel(phi[(layer, target)], f"ΔW{target}, layer {layer}",
+                     axis_label("i", first, layer, target, use),
+                     axis_label("j", second, layer, target, use)) for target in targets]
         shape1 = factor(first, layer, targets[0], use).shape
         shape2 = factor(second, layer, targets[0], use).shape
         row.append(random_panel(shape1, shape2, use, seed + layer))
         rows.append(row)
     labels = _labels(first, second)
-    title = (
-        f"{figure}: φ between two seeds' {M} of ΔW{'/ΔW'.join(targets)} vs random Gaussian — "
-        f"{labels['model']}, {labels['task']}, {_where(layers, first.n_layers)}, "
-        f"r={first.ranks()[0]}, seeds {labels['seeds']}, tier {labels['tier']}"
+    if not title:
+        shown = second.labels.get("shown_target")
+        against = f", columns from ΔW{shown} of the same layer" if shown else ""
+        title = f"Subspace similarity φ(i, j) vs random Gaussian{against}"
+    title += (
+        f" — {labels['model']}, {labels['task']}, {_where(layers, first.n_layers)}, "
+        f"r={first.ranks()[-1]}/{second.ranks()[-1]}, seeds {labels['seeds']}, tier {labels['tier']}"
     )
     return draw(rows, title, out_stem)
+
+
+def seed_comparison(first: Adapter, second: Adapter, layers, targets=("q", "v"), use="right",
+                    seed: int = 0, out_stem="results/figures/fig4", figure="Fig. 4") -> list[Path]:
+    """Figs. 4 (one layer) and 7 (several): phi between two seeds' factors at one rank, beside
+    the random-Gaussian baseline."""
+    M = FACTOR_OF_USE[use]
+    title = f"{figure}: φ between two seeds' {M} of ΔW{'/ΔW'.join(targets)} vs random Gaussian"
+    return pair_comparison(first, second, layers, targets, use, seed, out_stem, title)
 
 
 def random_panel(shape1, shape2, use: str, seed: int) -> Panel:

@@ -55,7 +55,7 @@ class Adapter:
     @property
     def n_layers(self) -> int:
         """Layers of the model, as far as the adapter tells (the highest adapted layer + 1)."""
-        return int(self.labels.get("n_layers") or max(self.layers) + 1)
+        return max(self.layers) + 1
 
     def ranks(self) -> list[int]:
         return sorted({A.shape[0] for A, _, _ in self.factors.values()})
@@ -65,6 +65,8 @@ class Adapter:
         parts = [str(self.labels.get("model") or self.path.name)]
         if self.labels.get("task"):
             parts.append(str(self.labels["task"]))
+        if self.labels.get("shown_target"):
+            parts.append(f"ΔW{self.labels['shown_target']}")
         parts.append("r=" + "/".join(map(str, self.ranks())))
         if self.labels.get("seed") is not None:
             parts.append(f"seed {self.labels['seed']}")
@@ -93,14 +95,17 @@ def load_adapter(path, alpha: float | None = None) -> Adapter:
 
 def read_labels(path: Path) -> dict:
     """model/task/seed/tier/... of what produced an adapter, from whichever metadata lies with it."""
+    from lora_repro.lora import read_adapter_meta
+
     folder = path if path.is_dir() else path.parent
-    for name in ("record.json", "adapter.json"):
-        if (folder / name).is_file():
-            data = json.loads((folder / name).read_text())
-            labels = {key: data[key] for key in LABEL_KEYS if data.get(key) is not None}
-            if name == "adapter.json" and "status" in labels:
-                del labels["status"]
-            return labels
+    if (folder / "record.json").is_file():
+        record = json.loads((folder / "record.json").read_text())
+        return {key: record[key] for key in LABEL_KEYS if record.get(key) is not None}
+    try:
+        meta = read_adapter_meta(path)  # ours: adapter.json beside the safetensors, or inside it
+        return {key: meta[key] for key in LABEL_KEYS[:-1] if meta.get(key) not in (None, "")}
+    except FileNotFoundError:
+        pass
     if (folder / "adapter_config.json").is_file():  # PEFT
         data = json.loads((folder / "adapter_config.json").read_text())
         return {"model": data.get("base_model_name_or_path"), "rank": data.get("r"),

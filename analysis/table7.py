@@ -69,7 +69,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def _tex_escape(text: str) -> str:
-    for char in "\\&%$#_{}":
+    for char in "&%$#_{}":
         text = text.replace(char, "\\" + char)
     return text
 

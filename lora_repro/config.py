@@ -38,7 +38,11 @@ def _choice(kind: str, value, valid) -> None:
 
 def resolve(cfg: DictConfig | dict) -> dict:
     """The run as a plain dict: model/task/method/train with every value decided, and its run_id."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if isinstance(cfg, DictConfig):  # the hydra node is Hydra's own business
+        c = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig)
+             else cfg[k] for k in cfg if k != "hydra"}
+    else:
+        c = dict(cfg)
     model, task, method = c["model"]["name"], c["task"]["name"], c["method"]["name"]
     _choice("model", model, list(known_models()))
     _choice("task", task, list(GLUE_TASKS) + list(NLG_TASKS))

@@ -1,0 +1,309 @@
+"""`lora-repro analyze ...`: Section 7 of the paper on our runs, adapter folders or checkpoints.
+
+    analyze similarity RUN_A RUN_B [--layers 0 5] [--targets q v] [--figure STEM]
+    analyze amplification RUN_R4 RUN_R64 [--layer L] [--target q] [--base MODEL_OR_DIR]
+    analyze figures {fig3,fig4,fig6,fig7,fig8} ADAPTER... [--layer L | --layers ...]
+    analyze figures all [--runs-dir results/runs]
+
+Adapters are run directories, adapter.safetensors files, PEFT adapter folders or loralib state
+dicts (the latter need --alpha for dW; similarity does not depend on alpha). Layers count from 0.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures as figs
+from analysis.amplification import amplification
+from analysis.inputs import (
+    TARGETS,
+    Adapter,
+    AnalysisError,
+    base_weight,
+    check_pair,
+    check_selection,
+    default_layers,
+    discover_runs,
+    load_adapter,
+)
+from analysis.subspace import (
+    USES,
+    expected_random_phi,
+    grassmann_distance,
+    orthonormal_basis,
+    random_baseline,
+)
+from analysis.table7 import build_table, our_row, to_markdown, write_table
+
+FIGURES_DIR = Path("results/figures")
+TABLES_DIR = Path("results/tables")
+FIGURE_KINDS = ("fig3", "fig4", "fig6", "fig7", "fig8", "all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (AnalysisError, ValueError, KeyError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lora-repro analyze", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("similarity", help="phi(i, j) between two adapters' factors (Eq. 4)")
+    s.add_argument("first", help="adapter: run dir, adapter file, PEFT folder or loralib .bin")
+    s.add_argument("second", nargs="?", help="second adapter (default: the first)")
+    s.add_argument("--alpha", type=float, help="alpha of loralib state dicts (scaling only)")
+    s.add_argument("--layers", type=int, nargs="+", help="layers, from 0 (default: all)")
+    s.add_argument("--targets", nargs="+", help=f"of {', '.join(TARGETS)} (default: adapted)")
+    s.add_argument("--against-target", choices=TARGETS,
+                   help="compare each target of the first with this target of the second")
+    s.add_argument("--use", choices=USES, default="right",
+                   help="right: A's right singular vectors; left: B's left ones (footnote)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random Gaussian baseline")
+    s.add_argument("--csv", type=Path, help="also write the summary here")
+    s.add_argument("--figure", type=Path, help="also draw the grids: STEM.png and STEM.pdf")
+    s.set_defaults(run=run_similarity)
+
+    a = sub.add_parser("amplification", help="Table 7: ||U^T W V^T||_F and the amplification")
+    a.add_argument("adapters", nargs="+", help="one adapter per rank (e.g. r=4 and r=64 runs)")
+    a.add_argument("--layer", type=int, help="from 0 (default: the middle, as the paper's 48/96)")
+    a.add_argument("--target", default="q", help="default q (the paper's Wq)")
+    a.add_argument("--base", help="base model name or folder (default: the one recorded)")
+    a.add_argument("--alpha", type=float, help="alpha of loralib state dicts")
+    a.add_argument("--seed", type=int, default=0, help="seed of the random matrix")
+    a.add_argument("--out-dir", type=Path, default=TABLES_DIR)
+    a.set_defaults(run=run_amplification)
+
+    f = sub.add_parser("figures", help="the paper's Figs. 3, 4, 6, 7, 8 (PNG and PDF)")
+    f.add_argument("kind", choices=FIGURE_KINDS)
+    f.add_argument("adapters", nargs="*", help="fig3/6: two ranks; fig4/7: two seeds; fig8: r's")
+    f.add_argument("--layer", type=int, help="fig3/4/8 layer, from 0 (default: the middle)")
+    f.add_argument("--layers", type=int, nargs="+", help="fig6/7 (default: first/quarter/mid/last)")
+    f.add_argument("--targets", nargs="+", default=["q", "v"], help="fig3/4/6/7 (default q v)")
+    f.add_argument("--target", default="q", help="fig8 target (default q)")
+    f.add_argument("--use", choices=USES, default="right")
+    f.add_argument("--alpha", type=float, help="alpha of loralib state dicts")
+    f.add_argument("--base", help="fig8/all: base model name or folder (default: recorded)")
+    f.add_argument("--w-directions", type=int, help="fig8: W's top directions (default 10%%)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
+    f.add_argument("--runs-dir", type=Path, default=Path("results/runs"), help="for `all`")
+    f.add_argument("--out-dir", type=Path, default=FIGURES_DIR)
+    f.add_argument("--tables-dir", type=Path, default=TABLES_DIR, help="`all`: Table 7 here")
+    f.set_defaults(run=run_figures)
+    return p
+
+
+# -- similarity ----------------------------------------------------------------------------------
+
+def run_similarity(args) -> int:
+    # phi depends on the factors' subspaces only, never on alpha / r: any alpha reads a loralib file
+    alpha = args.alpha if args.alpha is not None else 1.0
+    first = load_adapter(args.first, alpha=alpha)
+    second = load_adapter(args.second, alpha=alpha) if args.second else first
+    targets = args.targets
+    if args.against_target and not targets:
+        targets = [t for t in first.targets if t != args.against_target] or None
+    layers, targets = check_selection(first, args.layers, targets)
+    if args.against_target:
+        check_selection(second, layers, [args.against_target])
+        second = _relabel_target(second, args.against_target, targets)
+    check_pair(first, second, [(layer, t) for layer in layers for t in targets])
+    if second is first:
+        print("note: one adapter against itself gives phi = 1 everywhere (a sanity check); give a "
+              "second adapter or --against-target for a comparison")
+    summary = similarity_summary(first, second, layers, targets, args.use, args.seed)
+    print(f"phi(i, j) of {first.describe()}  vs  {second.describe()}  ({args.use} singular vectors)")
+    print(summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        summary.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    if args.figure:
+        rows = layers if args.layers else default_layers(first.n_layers)
+        rows = [layer for layer in rows if layer in layers]
+        paths = figs.pair_comparison(first, second, rows, targets, args.use, args.seed,
+                                     args.figure)
+        print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _relabel_target(adapter: Adapter, source: str, as_targets) -> Adapter:
+    """The adapter's `source` factors under the names of `as_targets`, to compare across targets."""
+    factors = {(layer, t): adapter.factors[(layer, source)]
+               for layer in adapter.layers if (layer, source) in adapter.factors for t in as_targets}
+    return Adapter(adapter.path, factors, {**adapter.labels, "shown_target": source})
+
+
+def similarity_summary(first, second, layers, targets, use="right", seed=0) -> pd.DataFrame:
+    """One row per (layer, target): phi at the corners and on average, the Grassmann distance of
+    the smaller full subspace, and the random-Gaussian baseline's mean beside its expectation."""
+    keys = [(layer, t) for layer in layers for t in targets]
+    grids = figs.grids(first, second, keys, use)
+    rows = []
+    for layer, target in keys:
+        A1, A2 = (figs.factor(a, layer, target, use) for a in (first, second))
+        grid = grids[(layer, target)]
+        r1, r2 = grid.shape
+        p = min(r1, r2)
+        U1, U2 = orthonormal_basis(A1, use, p), orthonormal_basis(A2, use, p)
+        dim = A1.shape[1] if use == "right" else A1.shape[0]
+        random_grid = random_baseline(A1.shape, A2.shape, seed=seed + layer, use=use)
+        rows.append({
+            "layer": layer, "target": target, "r1": r1, "r2": r2,
+            "phi(1,1)": float(grid[0, 0]), f"phi({p},{p})": float(grid[p - 1, p - 1]),
+            "phi mean": float(grid.mean()), "grassmann d": grassmann_distance(U1, U2),
+            "random mean": float(random_grid.mean()),
+            "E[random]": float(expected_random_phi(r1, r2, dim).mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+# -- amplification -------------------------------------------------------------------------------
+
+def middle_layer(n_layers: int) -> int:
+    """The paper's layer 48 of 96 (counted from 1) is the middle one: n/2 - 1 counted from 0."""
+    return max(n_layers // 2 - 1, 0)
+
+
+def run_amplification(args) -> int:
+    adapters = [load_adapter(path, alpha=args.alpha) for path in args.adapters]
+    table = build_table(_table7_rows(adapters, args))
+    print(to_markdown(table))
+    paths = write_table(table, args.out_dir)
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _table7_rows(adapters: list[Adapter], args) -> list[dict]:
+    """Our Table 7 rows: one per adapter, at --layer (default the middle) and --target."""
+    rows = []
+    for adapter in adapters:
+        layer = middle_layer(adapter.n_layers) if args.layer is None else args.layer
+        check_selection(adapter, [layer], [args.target])
+        W = base_weight(adapter, layer, args.target, args.base)
+        rank = adapter.rank(layer, args.target)
+        result = amplification(W, adapter.delta(layer, args.target), rank, seed=args.seed)
+        labels = {**adapter.labels, "reference": str(adapter.path)}
+        rows.append(our_row(result, labels, layer, adapter.n_layers, args.target, rank))
+    return rows
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+def run_figures(args) -> int:
+    if args.kind == "all":
+        return figures_all(args)
+    adapters = [load_adapter(path, alpha=args.alpha) for path in args.adapters]
+    wanted = {"fig3": 2, "fig6": 2, "fig4": 2, "fig7": 2}.get(args.kind)
+    if (wanted and len(adapters) != wanted) or not adapters:
+        what = {"fig3": "two ranks", "fig6": "two ranks", "fig4": "two seeds",
+                "fig7": "two seeds", "fig8": "one or more ranks"}[args.kind]
+        raise AnalysisError(f"{args.kind} needs {what}: got {len(adapters)} adapter(s)")
+    paths = draw_figure(args.kind, adapters, args)
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def draw_figure(kind: str, adapters: list[Adapter], args, stem: Path | None = None) -> list[Path]:
+    first = adapters[0]
+    stem = stem or args.out_dir / f"{kind}_{_slug(first)}"
+    if kind in ("fig3", "fig4", "fig8"):
+        layer = middle_layer(first.n_layers) if args.layer is None else args.layer
+        layers = [layer]
+    else:
+        layers = args.layers or default_layers(first.n_layers)
+    if kind == "fig8":
+        return _fig8(adapters, layers[0], args, stem)
+    layers, targets = check_selection(first, layers, args.targets)
+    keys = [(layer, t) for layer in layers for t in targets]
+    if kind in ("fig3", "fig6"):
+        low, high = sorted(adapters, key=lambda a: a.ranks()[-1])
+        check_pair(low, high, keys)
+        name = "Fig. 3" if kind == "fig3" else "Fig. 6"
+        return figs.rank_comparison(low, high, layers, targets, args.use, stem, name)
+    check_pair(adapters[0], adapters[1], keys, same_rank=True)
+    name = "Fig. 4" if kind == "fig4" else "Fig. 7"
+    return figs.seed_comparison(adapters[0], adapters[1], layers, targets, args.use, args.seed,
+                                stem, name)
+
+
+def _fig8(adapters: list[Adapter], layer: int, args, stem: Path) -> list[Path]:
+    for adapter in adapters:
+        check_selection(adapter, [layer], [args.target])
+        check_pair(adapters[0], adapter, [(layer, args.target)])
+    adapters = sorted(adapters, key=lambda a: a.rank(layer, args.target))
+    W = base_weight(adapters[0], layer, args.target, args.base)
+    r_max = adapters[-1].rank(layer, args.target)
+    n_top = args.w_directions or max(r_max, math.ceil(0.1 * min(W.shape)))
+    if not 1 <= n_top <= min(W.shape):
+        raise AnalysisError(f"--w-directions {n_top}: valid values are 1..{min(W.shape)}")
+    deltas = [(adapter, adapter.delta(layer, args.target)) for adapter in adapters]
+    return figs.weight_vs_delta_figure(W, deltas, layer, args.target, n_top, args.use,
+                                       args.seed, stem)
+
+
+def _slug(adapter: Adapter) -> str:
+    parts = [adapter.labels.get(k) or "" for k in ("model", "task", "tier")]
+    parts[0] = Path(str(parts[0])).name  # a local model folder: its name
+    text = "_".join(str(p) for p in parts if p) or adapter.path.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def figures_all(args) -> int:
+    """Every figure (and Table 7) that the finished runs under --runs-dir allow, per
+    (model, task, tier): Figs. 3/6 from two ranks, 4/7 from two seeds at one rank, 8 and Table 7
+    from the ranks with the base model's W."""
+    runs = discover_runs(args.runs_dir)
+    if not runs:
+        raise AnalysisError(f"no finished LoRA runs (record.json status done + adapter.safetensors)"
+                            f" under {args.runs_dir}: run the Section 7 experiment first")
+    groups = defaultdict(list)
+    for run in runs:
+        adapter = load_adapter(run)
+        if len(adapter.ranks()) == 1:
+            groups[_slug(adapter)].append(adapter)
+    written, rows = [], []
+    for slug, adapters in groups.items():
+        by_rank = defaultdict(list)
+        for adapter in sorted(adapters, key=lambda a: str(a.labels.get("seed"))):
+            by_rank[adapter.ranks()[0]].append(adapter)
+        ranks = sorted(by_rank)
+        if len(ranks) >= 2:
+            low = by_rank[8][0] if 8 in by_rank else by_rank[ranks[0]][0]
+            high = by_rank[64][0] if 64 in by_rank else by_rank[ranks[-1]][0]
+            for kind in ("fig3", "fig6"):
+                written += draw_figure(kind, [low, high], args, args.out_dir / f"{kind}_{slug}")
+        seeded = [r for r in ranks if len(by_rank[r]) >= 2]
+        if seeded:
+            pair = by_rank[seeded[-1]][:2]
+            for kind in ("fig4", "fig7"):
+                written += draw_figure(kind, pair, args, args.out_dir / f"{kind}_{slug}")
+        one_per_rank = [by_rank[r][0] for r in ranks]
+        if args.target in one_per_rank[0].targets:
+            try:
+                written += draw_figure("fig8", one_per_rank, args, args.out_dir / f"fig8_{slug}")
+                rows += _table7_rows(one_per_rank, args)
+            except AnalysisError as err:
+                print(f"skipped Fig. 8 and Table 7 for {slug}: {err}")
+    for path in written:
+        print(f"wrote {path}")
+    if rows:
+        for path in write_table(build_table(rows), args.tables_dir):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
