@@ -10,10 +10,22 @@ export WANDB_MODE ?= offline
 export OMP_WAIT_POLICY ?= PASSIVE
 export GLUE_DIR ?= $(wildcard ../shared/data/glue)
 
-.PHONY: help install test test-slow test-all lint bench-lora clean
+TIER ?= quick
+LAUNCHER ?= local
+EXTRA ?=
+HYDRA_LAUNCHER_local := basic
+HYDRA_LAUNCHER_slurm := slurm
+# A sweep launches only the runs that are not done (hydra/sweeper=resume); the table renders
+# even when some runs failed, and make then exits non-zero.
+SWEEP = $(VENV)/bin/lora-repro train -m tier=$(TIER) hydra/launcher=$(HYDRA_LAUNCHER_$(LAUNCHER)) train.progress=false
+TABLES = $(PY) -m analysis.cli tables
+FIGURES = $(PY) -m analysis.cli figures all --runs-dir results/runs/subspace --out-dir results/figures --tables-dir results/tables
+
+.PHONY: help install test test-slow test-all lint bench-lora clean table-rank table-targets \
+	table-glue table-e2e table-amplification figures report
 
 help: ## list every target
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 install: ## create .venv from nothing: torch==2.13.0 first (CPU build here), then the project
 	python3 -m venv $(VENV)
@@ -39,3 +51,26 @@ bench-lora: ## step time: our LoRA vs full FT vs PEFT on MiniLM; merged vs base 
 
 clean: ## remove caches (keeps .venv and results)
 	rm -rf .pytest_cache **/__pycache__ build *.egg-info
+
+table-rank: ## Table 6: targets x rank sweep, then the table and plot (TIER=quick|paper LAUNCHER=local|slurm)
+	$(SWEEP) experiment=table_rank $(if $(RANKS),method.rank=$(RANKS)) $(EXTRA); s=$$?; \
+	$(TABLES) table_rank --tier $(TIER) && exit $$s
+
+table-targets: ## Table 5: which weights to adapt at one parameter budget
+	$(SWEEP) experiment=table_targets $(EXTRA); s=$$?; $(TABLES) table_targets --tier $(TIER) && exit $$s
+
+table-glue: ## Table 2: LoRA and full fine-tuning on GLUE
+	$(SWEEP) experiment=table_glue $(EXTRA); s=$$?; $(TABLES) table_glue --tier $(TIER) && exit $$s
+
+table-e2e: ## Table 3 (and Table 18 with EXTRA=...): GPT-2 on E2E/WebNLG/DART
+	$(SWEEP) experiment=table_e2e $(EXTRA); s=$$?; $(TABLES) table_e2e --tier $(TIER) && exit $$s
+
+table-amplification: ## Table 7: runs of the subspace experiment, then ||U^T W V^T|| vs ||dW||
+	$(SWEEP) experiment=subspace $(EXTRA); s=$$?; \
+	$(FIGURES) && exit $$s
+
+figures: ## Section 7 figures (3, 4, 6, 7, 8) and Table 7 from the finished subspace runs
+	$(FIGURES)
+
+report: ## results/REPORT.md from the records on disk: every table, figure and the paper's claims
+	$(PY) -m analysis.cli report --out results/REPORT.md

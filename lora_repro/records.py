@@ -114,3 +114,27 @@ def device_info() -> dict:
         info["device"] = "cpu"
         info["cpu"] = platform.processor() or platform.machine()
     return info
+
+
+def adopt_twin(run_dir) -> dict | None:
+    """Reuse a finished run of another experiment with the same run_id (the same config, so the
+    same result): copy its files here with `reused_from` set. Returns the new record, or None."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    run_root, experiment, run_id = run_dir.parent.parent, run_dir.parent.name, run_dir.name
+    for path in sorted(run_root.glob(f"*/{run_id}/{RECORD_FILE}")):
+        twin = path.parent
+        if twin == run_dir:
+            continue
+        record = json.loads(path.read_text())
+        if record.get("status") != "done":
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for item in twin.iterdir():
+            if item.is_file() and item.name != RECORD_FILE and not item.name.startswith("."):
+                shutil.copy2(item, run_dir / item.name)
+        record.update(experiment=experiment, run_dir=str(run_dir), reused_from=str(twin))
+        write_record(run_dir, record)
+        return record
+    return None

@@ -32,6 +32,7 @@ from lora_repro import lora  # noqa: E402
 from lora_repro.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint  # noqa: E402
 from lora_repro.config import resolve  # noqa: E402
 from lora_repro.records import (  # noqa: E402
+    adopt_twin,
     device_info,
     git_commit,
     library_versions,
@@ -117,6 +118,8 @@ def train(run: dict) -> dict:
     """Run (or resume, or skip) one resolved run; returns its final record."""
     run_dir = Path(run["run_dir"])
     existing = read_record(run_dir)
+    if not existing and not run["force"]:
+        existing = adopt_twin(run_dir)
     if existing and existing.get("status") == "done" and not run["force"]:
         print(f"[lora-repro] {run['run_id']} already done: {_summary(existing)} ({run_dir})")
         return existing
@@ -294,13 +297,16 @@ USER_ERRORS = (ValueError, FileNotFoundError, OSError, NaNLossError)
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         train(resolve(cfg))
     except USER_ERRORS as err:
-        if os.environ.get("LORA_REPRO_TRACEBACK"):
-            raise
         # one clear line instead of a traceback; the record (if any) holds the trace
         print(f"[lora-repro] error: {err}", file=sys.stderr)
+        if os.environ.get("LORA_REPRO_TRACEBACK") or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # in a sweep the launcher marks this job failed and the others go on
         sys.exit(1)
 
 

@@ -10,9 +10,9 @@ tier under `hydra.sweeper.tiers.<tier>`; values on the command line win over bot
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 
 @dataclass
@@ -53,8 +53,11 @@ class ResumeSweeper(BasicSweeper):
 
     def _is_done(self, job: List[str]) -> bool:
         from lora_repro.config import resolve
-        from lora_repro.records import read_record
+        from lora_repro.records import adopt_twin, read_record
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        record = read_record(resolve(cfg)["run_dir"])
-        return bool(record) and record.get("status") == "done" and not cfg.get("force", False)
+        if cfg.get("force", False):
+            return False
+        run_dir = resolve(cfg)["run_dir"]
+        record = read_record(run_dir) or adopt_twin(run_dir)  # a twin in another experiment counts
+        return bool(record) and record.get("status") == "done"
