@@ -4,6 +4,8 @@
     analyze amplification RUN_R4 RUN_R64 [--layer L] [--target q] [--base MODEL_OR_DIR]
     analyze figures {fig3,fig4,fig6,fig7,fig8} ADAPTER... [--layer L | --layers ...]
     analyze figures all [--runs-dir results/runs]
+    analyze tables {table_rank,table_targets,table_glue,table_e2e,subspace,all} [--tier quick]
+    analyze report [--out results/REPORT.md]
 
 Adapters are run directories, adapter.safetensors files, PEFT adapter folders or loralib state
 dicts (the latter need --alpha for dW; similarity does not depend on alpha). Layers count from 0.
@@ -102,6 +104,26 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out-dir", type=Path, default=FIGURES_DIR)
     f.add_argument("--tables-dir", type=Path, default=TABLES_DIR, help="`all`: Table 7 here")
     f.set_defaults(run=run_figures)
+
+    t = sub.add_parser("tables", help="the paper's tables beside ours, from the run records")
+    t.add_argument("experiment", help="table_rank, table_targets, table_glue, table_e2e, "
+                                      "subspace (Table 7) or all")
+    t.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
+    t.add_argument("--out-dir", type=Path, default=TABLES_DIR)
+    t.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
+    t.add_argument("--tier", help="quick or paper (default: every tier, each row labelled)")
+    t.set_defaults(run=run_tables)
+
+    r = sub.add_parser("report", help="results/REPORT.md: every table, figure and claim")
+    r.add_argument("--out", type=Path, default=Path("results/REPORT.md"))
+    r.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
+    r.add_argument("--tables-dir", type=Path, default=TABLES_DIR)
+    r.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
+    r.add_argument("--bench-dir", type=Path, default=Path("results/bench"),
+                   help="scripts/bench_lora.py --json output(s), for the latency claim")
+    r.add_argument("--tier", help="tables of one tier only: quick or paper (default: every "
+                                  "tier; claims always show each tier apart)")
+    r.set_defaults(run=run_report)
     return p
 
 
@@ -302,6 +324,28 @@ def figures_all(args) -> int:
     if rows:
         for path in write_table(build_table(rows), args.tables_dir):
             print(f"wrote {path}")
+    return 0
+
+
+# -- tables and report ---------------------------------------------------------------------------
+
+def run_tables(args) -> int:
+    from analysis.tables import render
+
+    for table in render(args.experiment, args.runs_dir, args.out_dir, args.figures_dir, args.tier):
+        print(f"{table.name}: wrote " + ", ".join(map(str, table.paths + table.figures)))
+        for note in table.notes:
+            if note.startswith("skipped"):
+                print(f"  {note}")
+    return 0
+
+
+def run_report(args) -> int:
+    from analysis.report import build_report
+
+    path = build_report(args.runs_dir, args.out, args.tables_dir, args.figures_dir,
+                        args.bench_dir, args.tier)
+    print(f"wrote {path}")
     return 0
 
 

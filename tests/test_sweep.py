@@ -1,0 +1,97 @@
+"""Sweeps through Hydra multirun with our resuming sweeper: only missing or failed runs launch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lora_repro.config import resolve
+from lora_repro.train import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep(tmp_path, *overrides):
+    command = [sys.executable, "-m", "lora_repro.train", "-m", "experiment=demo_sweep",
+               f"run_root={tmp_path}/runs", f"hydra.sweep.dir={tmp_path}/multirun",
+               "train.num_threads=1", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def statuses(tmp_path, experiment="demo_sweep"):
+    return sorted(json.loads(p.read_text())["status"]
+                  for p in (tmp_path / "runs" / experiment).glob("*/record.json"))
+
+
+@pytest.fixture(autouse=True)
+def glue_dir(shared_data, monkeypatch):
+    monkeypatch.setenv("GLUE_DIR", str(shared_data / "glue"))
+
+
+def test_second_invocation_launches_nothing(tmp_path):
+    first = sweep(tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "sweep: 4 jobs, 0 already done, 4 to run" in first.stdout
+    assert statuses(tmp_path) == ["done"] * 4
+    second = sweep(tmp_path)
+    assert second.returncode == 0
+    assert "sweep: 4 jobs, 4 already done, 0 to run" in second.stdout
+    assert "Launching" not in second.stdout + second.stderr
+
+
+def test_a_failing_job_leaves_a_failed_record_and_is_the_only_one_rerun(tmp_path):
+    # rank 64 exceeds tiny BERT's hidden size 32: those two jobs fail, the other two finish
+    result = sweep(tmp_path, "method.rank=1,64")
+    assert result.returncode != 0
+    assert statuses(tmp_path) == ["done", "done", "failed", "failed"]
+    failed = [json.loads(p.read_text()) for p in (tmp_path / "runs/demo_sweep").glob("*/record.json")]
+    assert all("rank 64" in r["error"] for r in failed if r["status"] == "failed")
+    again = sweep(tmp_path, "method.rank=1,64")
+    assert "sweep: 4 jobs, 2 already done, 2 to run" in again.stdout
+
+
+def test_tier_picks_the_experiments_sweep_and_the_command_line_wins(tmp_path):
+    result = sweep(tmp_path, "seed=7")
+    assert "sweep: 2 jobs" in result.stdout  # ranks 1,2 x the one seed given
+    assert result.returncode == 0
+
+
+def test_an_identical_run_of_another_experiment_is_reused(tmp_path):
+    assert sweep(tmp_path).returncode == 0
+    other = sweep(tmp_path, "experiment_name=other")
+    assert "sweep: 4 jobs, 4 already done, 0 to run" in other.stdout
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs/other").glob("*/record.json")]
+    assert len(records) == 4 and all(r["reused_from"] and r["experiment"] == "other" for r in records)
+    assert all((Path(r["run_dir"]) / "adapter.safetensors").is_file() for r in records)
+
+
+def first_of_each(params: dict) -> list[str]:
+    """One job of a sweep: the first value of every swept key."""
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [f"{o.get_key_element()}="
+            + (next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str())
+            for o in parsed]
+
+
+def test_every_experiment_composes_for_both_tiers(tmp_path):
+    """The experiment files compose, and a job of each sweep resolves, for each tier (no training)."""
+    experiments = sorted(p.stem for p in (ROOT / "conf/experiment").glob("*.yaml"))
+    assert {"table_rank", "table_targets", "table_glue", "table_e2e", "subspace"} <= set(experiments)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for name in experiments:
+            for tier in ("quick", "paper"):
+                cfg = compose("config", overrides=[f"experiment={name}", f"tier={tier}"],
+                              return_hydra_config=True)
+                if name.startswith("demo") and tier not in cfg.hydra.sweeper.tiers:
+                    continue
+                params = {**(cfg.hydra.sweeper.params or {}), **cfg.hydra.sweeper.tiers.get(tier, {})}
+                assert params, (name, tier)
+                job = [f"experiment={name}", f"tier={tier}", *first_of_each(params)]
+                run = resolve(compose("config", overrides=job))
+                assert run["experiment"] == cfg.experiment_name and run["tier"] == tier
