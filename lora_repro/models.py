@@ -39,7 +39,7 @@ def model_config(name_or_config, **overrides) -> PretrainedConfig:
     if isinstance(name_or_config, PretrainedConfig):
         return name_or_config
     fields = dict(_spec(name_or_config)["config"])
-    config = AutoConfig.for_model(fields.pop("model_type"), **fields, **overrides)
+    config = AutoConfig.for_model(fields.pop("model_type"), **{**fields, **overrides})
     config.lora_repro_name = name_or_config
     return config
 

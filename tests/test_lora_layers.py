@@ -267,3 +267,31 @@ def test_dropout_applies_to_lora_input_in_training_only():
     with torch.no_grad():
         wrapper.lora_B["q"].zero_()
     torch.testing.assert_close(wrapper(x), wrapper.base_layer(x))
+
+
+@pytest.mark.parametrize("layer_cls", ["linear", "fused_conv1d"])
+def test_gradients_match_the_formula(layer_cls):
+    """Backward through the in-place update gives the gradients of W x + s B A x (float64)."""
+    torch.manual_seed(0)
+    d = 6
+    base = (nn.Linear(d, d) if layer_cls == "linear" else Conv1D(3 * d, d)).double()
+    out_slice = (0, d) if layer_cls == "linear" else (2 * d, 3 * d)
+    wrapper = LoRAWrapper(base)
+    wrapper.add_target("v", 2, 4, out_slice, "gaussian", 0.5, None)
+    with torch.no_grad():
+        wrapper.lora_B["v"].normal_()
+    x = torch.randn(3, d, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, base(x).shape[-1], dtype=torch.float64)
+    (wrapper(x) * weights).sum().backward()
+    got = [x.grad.clone(), wrapper.lora_A["v"].grad.clone(), wrapper.lora_B["v"].grad.clone()]
+
+    A = wrapper.lora_A["v"].detach().clone().requires_grad_(True)
+    B = wrapper.lora_B["v"].detach().clone().requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out = base(x2)
+    start, stop = out_slice
+    delta = 2.0 * x2 @ A.T @ B.T
+    out = torch.cat([out[:, :start], out[:, start:stop] + delta, out[:, stop:]], dim=-1)
+    (out * weights).sum().backward()
+    for mine, reference in zip(got, [x2.grad, A.grad, B.grad]):
+        torch.testing.assert_close(mine, reference)

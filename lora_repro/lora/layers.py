@@ -88,16 +88,17 @@ class LoRAWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         x = self.dropout(x)
+        if not out.is_contiguous():
+            out = out.contiguous()
+        flat = out.view(-1, out.shape[-1])
         for target, A in self.lora_A.items():
-            B = self.lora_B[target]
-            delta = (x.to(A.dtype) @ A.T @ B.T) * self.scaling[target]
+            low = nn.functional.linear(x.to(A.dtype), A)  # (..., r)
             start, stop = self.out_slices[target]
-            if stop - start == out.shape[-1]:
-                out = out + delta.to(out.dtype)
-            else:
-                # Only this target's slice of a fused projection changes; pad the rest with zeros.
-                pad = (start, out.shape[-1] - stop)
-                out = out + nn.functional.pad(delta.to(out.dtype), pad)
+            # Add scaling * low @ B^T into this target's columns in one GEMM: no padding of a
+            # fused q/k/v output, and safe in place (Linear/Conv1D backward never reads `out`).
+            columns = flat if stop - start == flat.shape[-1] else flat[:, start:stop]
+            columns.addmm_(low.reshape(-1, low.shape[-1]).to(out.dtype), self.lora_B[target].T.to(out.dtype),
+                           alpha=self.scaling[target])
         return out
 
     def extra_repr(self) -> str:
