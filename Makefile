@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export OMP_WAIT_POLICY ?= PASSIVE
-export GLUE_DIR ?= $(wildcard ../shared/data/glue)
+export GLUE_DIR ?= $(abspath $(wildcard ../shared/data/glue))
 
 TIER ?= quick
 LAUNCHER ?= local
@@ -21,7 +21,7 @@ SWEEP = $(VENV)/bin/lora-repro train -m tier=$(TIER) hydra/launcher=$(HYDRA_LAUN
 TABLES = $(PY) -m analysis.cli tables
 FIGURES = $(PY) -m analysis.cli figures all --runs-dir results/runs/subspace --out-dir results/figures --tables-dir results/tables
 
-.PHONY: help install test test-slow test-all lint bench-lora clean table-rank table-targets \
+.PHONY: help install test test-slow test-all test-slurm lint bench-lora clean table-rank table-targets \
 	table-glue table-e2e table-amplification figures report
 
 help: ## list every target
@@ -43,11 +43,14 @@ test-slow: ## slow tests only (real MiniLM, longer runs)
 test-all: ## every test CI runs (default + slow)
 	$(PY) -m pytest -q -m 'not gpu and not slurm'
 
+test-slurm: ## SLURM multirun test on a throwaway one-node cluster (root; installs Debian's slurm-wlm)
+	$(PY) -m pytest -q -m slurm
+
 lint: ## ruff
 	$(VENV)/bin/ruff check lora_repro analysis tests scripts
 
 bench-lora: ## step time: our LoRA vs full FT vs PEFT on MiniLM; merged vs base inference
-	$(PY) scripts/bench_lora.py
+	$(PY) scripts/bench_lora.py --json results/bench/bench_lora.json $(BENCH_ARGS)
 
 clean: ## remove caches (keeps .venv and results)
 	rm -rf .pytest_cache **/__pycache__ build *.egg-info

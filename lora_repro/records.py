@@ -2,7 +2,8 @@
 
     python -c "from lora_repro.records import load_records; print(len(load_records('results/runs')))"
 
-A record holds at least: run_id, experiment, status (running | done | failed, with the error),
+A record holds at least: run_id, experiment, status (running | done | failed with the error |
+interrupted),
 the resolved config, model/task/method/targets/rank/alpha/seed/tier, trainable and total
 parameter counts, per-epoch metrics, the best epoch and its metrics, wall time, throughput,
 peak memory, device, library versions and the git commit.
@@ -20,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 RECORD_FILE = "record.json"
-STATUSES = ("running", "done", "failed")
+STATUSES = ("running", "done", "failed", "interrupted")  # interrupted: preempted/stopped, resumes
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -263,8 +263,11 @@ def train(run: dict) -> dict:
         print(f"[lora-repro] done {run['run_id']}: {_summary(record)} in {record['wall_time_s']:.0f}s ({run_dir})")
         return record
     except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}",
-                      traceback=traceback.format_exc(limit=8), wall_time_s=time.time() - started)
+        if isinstance(err, (SystemExit, KeyboardInterrupt)):  # preempted or stopped: it resumes
+            record.update(status="interrupted", error=None, wall_time_s=time.time() - started)
+        else:
+            record.update(status="failed", error=f"{type(err).__name__}: {err}",
+                          traceback=traceback.format_exc(limit=8), wall_time_s=time.time() - started)
         write_record(run_dir, record)
         tracker.finish(failed=True)
         raise
