@@ -127,10 +127,14 @@ def train(run: dict) -> dict:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg["num_threads"]))
 
+    # Under torchrun / accelerate launch one process per GPU runs this; only the main one writes.
+    accelerator = _accelerator(cfg["precision"], cfg["grad_accum"])
+    main_process = accelerator.is_main_process
     record = _start_record(run)
+    save_record = (lambda: write_record(run_dir, record)) if main_process else (lambda: None)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_record(run_dir, record)
-    tracker = Tracker(run["logger"], record, run_dir)
+    save_record()
+    tracker = Tracker(run["logger"] if main_process else {"name": "none"}, record, run_dir)
     started = time.time()
     try:
         job = make_job(run)
@@ -153,11 +157,12 @@ def train(run: dict) -> dict:
                 A.numel() + B.numel() for A, B, _ in lora.factors(model).values()
             )
 
-        accelerator = _accelerator(cfg["precision"], cfg["grad_accum"])
         autocast = _autocast(cfg["precision"], accelerator.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         batches_per_epoch = math.ceil(len(job.train_lengths) / cfg["batch_size"])
+        if accelerator.num_processes > 1:  # each process takes every n-th batch (equal counts)
+            batches_per_epoch //= accelerator.num_processes
         steps_per_epoch = math.ceil(batches_per_epoch / cfg["grad_accum"])
         total_steps = cfg.get("max_steps") or steps_per_epoch * cfg["epochs"]
         warmup = cfg["warmup_steps"] or int(cfg["warmup_ratio"] * total_steps)
@@ -169,7 +174,7 @@ def train(run: dict) -> dict:
 
         progress = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
         if progress:
-            print(f"[lora-repro] resuming {run['run_id']} at epoch {progress['epoch'] + 1}, "
+            accelerator.print(f"[lora-repro] resuming {run['run_id']} at epoch {progress['epoch'] + 1}, "
                   f"batch {progress['batch']} of {batches_per_epoch}")
             progress["resumed"] = progress.get("resumed", 0) + 1
         progress = progress or {"epoch": 0, "batch": 0, "step": 0, "epochs": [],
@@ -181,7 +186,9 @@ def train(run: dict) -> dict:
         model.train()
         for epoch in range(progress["epoch"], cfg["epochs"]):
             batches = epoch_batches(job.train_lengths, cfg["batch_size"], run["seed"], epoch)
-            bar = tqdm(total=len(batches), initial=progress["batch"], disable=not cfg["progress"],
+            n = accelerator.num_processes
+            batches = batches[accelerator.process_index:batches_per_epoch * n:n]
+            bar = tqdm(total=len(batches), initial=progress["batch"], disable=not (cfg["progress"] and main_process),
                        desc=f"{run['run_id']} epoch {epoch + 1}/{cfg['epochs']}", leave=False)
             if progress["batch"] == 0:  # a resumed epoch keeps the loss sum of its first part
                 progress.update(loss_sum=0.0, loss_batches=0)
@@ -228,12 +235,12 @@ def train(run: dict) -> dict:
                 best = entry
                 if run["method"]["name"] == "lora" and accelerator.is_main_process:
                     lora.save_adapter(accelerator.unwrap_model(model), run_dir)
-            print(f"[lora-repro] {run['run_id']} epoch {epoch + 1}: "
+            accelerator.print(f"[lora-repro] {run['run_id']} epoch {epoch + 1}: "
                   + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float)))
             progress.update(epoch=epoch + 1, batch=0, epochs=record["epochs"])
             _save(accelerator, run_dir, model, optimizer, scheduler, progress)
             record.update(best_epoch=best["epoch"], best=best)
-            write_record(run_dir, record)
+            save_record()
             if cfg.get("max_steps") and progress["step"] >= cfg["max_steps"]:
                 break
 
@@ -255,12 +262,13 @@ def train(run: dict) -> dict:
             },
             peak_memory_mb=_peak_memory_mb(),
         )
-        write_record(run_dir, record)
-        remove_checkpoint(run_dir)
+        save_record()
+        if main_process:
+            remove_checkpoint(run_dir)
         tracker.summary({"best_epoch": record["best_epoch"],
                          **{f"best/{k}": v for k, v in record["best"].items() if isinstance(v, float)}})
         tracker.finish()
-        print(f"[lora-repro] done {run['run_id']}: {_summary(record)} in {record['wall_time_s']:.0f}s ({run_dir})")
+        accelerator.print(f"[lora-repro] done {run['run_id']}: {_summary(record)} in {record['wall_time_s']:.0f}s ({run_dir})")
         return record
     except BaseException as err:
         if isinstance(err, (SystemExit, KeyboardInterrupt)):  # preempted or stopped: it resumes
@@ -268,7 +276,7 @@ def train(run: dict) -> dict:
         else:
             record.update(status="failed", error=f"{type(err).__name__}: {err}",
                           traceback=traceback.format_exc(limit=8), wall_time_s=time.time() - started)
-        write_record(run_dir, record)
+        save_record()
         tracker.finish(failed=True)
         raise
 
