@@ -206,22 +206,25 @@ def test_quick_minilm_covers_glue(task, method):
         assert field in values
     big = task in ("mnli", "sst2", "qnli", "qqp")
     assert values.get("train_limit") == (8000 if big else None)
-    assert values["epochs"] <= 3
+    assert values["epochs"] <= (6 if task == "mrpc" else 3)  # MRPC: measured to need more
 
 
 @pytest.mark.parametrize("task", GLUE)
 def test_quick_methods_share_task_settings(task):
+    if task == "mrpc":
+        pytest.skip("MRPC's quick settings are tuned per method (measured, see quick.yaml)")
     lora = hparams.resolve("quick", "minilm_l6", task, "lora")
     full = hparams.resolve("quick", "minilm_l6", task, "full_ft")
     for field in ("epochs", "train_limit", "eval_limit", "batch_size", "max_seq_length"):
         assert lora.get(field) == full.get(field), field
 
 
-def test_quick_mrpc_uses_all_rows_within_minutes():
-    values = hparams.resolve("quick", "minilm_l6", "mrpc", "lora")
-    assert "train_limit" not in values  # all 3,668 rows
-    examples = 3668 * values["epochs"]
-    assert examples / 30 < 7 * 60  # under ~7 min even at the slow end of 30 examples/s
+def test_quick_mrpc_uses_all_rows_and_the_measured_settings():
+    lora = hparams.resolve("quick", "minilm_l6", "mrpc", "lora")
+    full = hparams.resolve("quick", "minilm_l6", "mrpc", "full_ft")
+    assert "train_limit" not in lora and "train_limit" not in full  # all 3,668 rows
+    assert (lora["lr"], lora["batch_size"], lora["epochs"]) == (2e-3, 16, 5)
+    assert (full["lr"], full["batch_size"], full["epochs"]) == (5e-5, 32, 6)
 
 
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta", "tiny_deberta_v2"])
