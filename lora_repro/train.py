@@ -7,7 +7,7 @@
 The run lands in results/runs/<experiment>/<run_id>/: record.json (status, config, metrics per
 epoch, best epoch, cost), adapter.safetensors (LoRA runs: the best epoch's factors + head) and,
 while it runs, checkpoint.safetensors. Asked again, a finished run is skipped and an interrupted
-one resumes from its last checkpoint. Several GPUs: `accelerate launch -m lora_repro.train ...`.
+one resumes from its last checkpoint. Several GPUs (DDP): `torchrun --nproc_per_node N -m lora_repro.train ...`.
 """
 
 from __future__ import annotations

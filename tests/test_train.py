@@ -235,3 +235,19 @@ def test_gpt2_e2e_trains_decodes_and_scores(tmp_path, shared_data, monkeypatch):
     assert set(record["generation"]) >= {"bleu", "nist", "meteor", "rouge_l", "cider", "samples"}
     assert len(record["generation"]["samples"]) == 4
     assert record["hyperparameters"]["label_smoothing"] == 0.1
+
+
+def test_torchrun_ddp_splits_the_batches_and_writes_one_record(tmp_path, glue_dir):
+    """Two CPU processes (gloo): each takes half of the epoch's batches; the main one records."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "-m", "lora_repro.train",
+               f"run_root={tmp_path}/runs", "logger=none", "train.progress=false", *TINY, "train.epochs=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = list((tmp_path / "runs").glob("*/*/record.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "done"
+    assert record["optimizer_steps"] == 48 // 8 // 2  # 48 rows, batch 8, two processes
+    assert result.stdout.count("[lora-repro] done") == 1  # only the main process reports
