@@ -13,11 +13,12 @@ export GLUE_DIR ?= $(abspath $(wildcard ../shared/data/glue))
 TIER ?= quick
 LAUNCHER ?= local
 EXTRA ?=
-HYDRA_LAUNCHER_local := basic
-HYDRA_LAUNCHER_slurm := slurm
+LOCAL_JOBS ?= $(shell nproc)
+LAUNCHER_ARGS_local := hydra/launcher=local hydra.launcher.n_jobs=$(LOCAL_JOBS) train.num_threads=1
+LAUNCHER_ARGS_slurm := hydra/launcher=slurm
 # A sweep launches only the runs that are not done (hydra/sweeper=resume); the table renders
 # even when some runs failed, and make then exits non-zero.
-SWEEP = $(VENV)/bin/lora-repro train -m tier=$(TIER) hydra/launcher=$(HYDRA_LAUNCHER_$(LAUNCHER)) train.progress=false
+SWEEP = $(VENV)/bin/lora-repro train -m tier=$(TIER) $(LAUNCHER_ARGS_$(LAUNCHER)) train.progress=false
 TABLES = $(PY) -m analysis.cli tables
 FIGURES = $(PY) -m analysis.cli figures all --runs-dir results/runs/subspace --out-dir results/figures --tables-dir results/tables
 

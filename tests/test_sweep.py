@@ -45,14 +45,18 @@ def test_second_invocation_launches_nothing(tmp_path):
     assert "Launching" not in second.stdout + second.stderr
 
 
-def test_a_failing_job_leaves_a_failed_record_and_is_the_only_one_rerun(tmp_path):
+@pytest.mark.parametrize("launcher", [
+    [],  # Hydra's basic launcher: one job at a time, in process
+    ["hydra/launcher=local", "hydra.launcher.n_jobs=2"],  # make's default: 1-thread jobs side by side
+])
+def test_a_failing_job_leaves_a_failed_record_and_is_the_only_one_rerun(tmp_path, launcher):
     # rank 64 exceeds tiny BERT's hidden size 32: those two jobs fail, the other two finish
-    result = sweep(tmp_path, "method.rank=1,64")
+    result = sweep(tmp_path, "method.rank=1,64", *launcher)
     assert result.returncode != 0
     assert statuses(tmp_path) == ["done", "done", "failed", "failed"]
     failed = [json.loads(p.read_text()) for p in (tmp_path / "runs/demo_sweep").glob("*/record.json")]
     assert all("rank 64" in r["error"] for r in failed if r["status"] == "failed")
-    again = sweep(tmp_path, "method.rank=1,64")
+    again = sweep(tmp_path, "method.rank=1,64", *launcher)
     assert "sweep: 4 jobs, 2 already done, 2 to run" in again.stdout
 
 
