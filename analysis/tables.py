@@ -387,6 +387,10 @@ def rank_figure(stats: dict, lora: pd.DataFrame, paper: pd.DataFrame, path: Path
         ax.grid(alpha=0.3)
     fig.suptitle("Accuracy vs rank per adapted weight set (error bars: ours, std over seeds; "
                  "paper, its typical std per dataset)", fontsize=11)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -477,10 +481,7 @@ def targets_figure(stats, lora, paper, configs, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Same parameter budget, different weights (error bars: ours, std over seeds; "
                  "paper, its typical std per dataset)", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 # -- Table 2: GLUE -------------------------------------------------------------------------------
@@ -622,10 +623,7 @@ def e2e_rank_figure(bleu: dict, paper: pd.DataFrame, path: Path) -> Path:
     ax.set(xlabel="rank r", ylabel="BLEU (x100)", title="E2E BLEU vs LoRA rank")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 # -- Table 7: amplification (analysis.table7, on the subspace runs) ------------------------------
