@@ -232,7 +232,8 @@ def claim_amplification(runs_dir) -> Claim:
         "analysis.amplification on the `subspace` runs (lowest seed of each rank), middle layer, "
         "Wq, W = the frozen base weight (analysis.inputs.base_weight). At the smallest rank run "
         "(r=8; the paper's r=4 is not in the sweep): reproduced if 2·proj_random < proj_ΔW "
-        "(ΔW correlates with W clearly more than chance; the paper has 16x), proj_ΔW < 0.1·proj_W (not W's top directions) "
+        "(ΔW correlates with W clearly more than chance; the paper has 16x), "
+        "proj_ΔW < 0.1·proj_W (not W's top directions) "
         "and the factor ||ΔW||_F / proj_ΔW > 1 (those directions are amplified); not reproduced "
         "otherwise; not yet run without a finished subspace run or the base model's W.",
         absent="no finished runs of the `subspace` experiment")

@@ -8,12 +8,12 @@ A run killed at any moment restarts from the last complete file; there is never 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from lora_repro.records import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -38,14 +38,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, progress: dict) 
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
     }
     path = Path(run_dir) / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"state": json.dumps(meta, default=float)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"state": json.dumps(meta, default=float)}))
     return path
 
 

@@ -25,21 +25,26 @@ STATUSES = ("running", "done", "failed", "interrupted")  # interrupted: preempte
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def atomic_write_json(path: Path, data) -> None:
-    """Write JSON through a temp file and a rename: readers never see half a file."""
+def atomic_write(path, write) -> Path:
+    """Call write(temp_path) beside `path`, then rename over it: never half a file on disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
+
+
+def atomic_write_json(path: Path, data) -> None:
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def run_id_of(fields: dict) -> str:

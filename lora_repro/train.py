@@ -268,7 +268,8 @@ def train(run: dict) -> dict:
         tracker.summary({"best_epoch": record["best_epoch"],
                          **{f"best/{k}": v for k, v in record["best"].items() if isinstance(v, float)}})
         tracker.finish()
-        accelerator.print(f"[lora-repro] done {run['run_id']}: {_summary(record)} in {record['wall_time_s']:.0f}s ({run_dir})")
+        accelerator.print(f"[lora-repro] done {run['run_id']}: {_summary(record)} "
+                          f"in {record['wall_time_s']:.0f}s ({run_dir})")
         return record
     except BaseException as err:
         if isinstance(err, (SystemExit, KeyboardInterrupt)):  # preempted or stopped: it resumes

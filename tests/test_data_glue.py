@@ -1,11 +1,9 @@
 import pytest
 import torch
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lora_repro.data.glue import (
     GLUE_TASKS,
     glue_task,
-    length_grouped_sampler,
     load_glue,
     tokenize_glue,
 )
@@ -247,23 +245,3 @@ def test_pairs_get_two_segments(shared_data, bert_tokenizer):
         load_glue("rte", "validation", shared_data / "glue", limit=4), bert_tokenizer, 512
     )
     assert set(encoded[0]["token_type_ids"]) == {0, 1}
-
-
-def test_length_grouped_sampler_reuses_transformers():
-    lengths = [(7 * i) % 50 + 1 for i in range(400)]
-    from datasets import Dataset
-
-    dataset = Dataset.from_dict({"input_ids": [[0] * n for n in lengths]})
-    sampler = length_grouped_sampler(dataset, batch_size=4, seed=0)
-    assert isinstance(sampler, LengthGroupedSampler)
-    first_epoch, second_epoch = list(sampler), list(sampler)
-    assert sorted(first_epoch) == list(range(400))
-    assert first_epoch != second_epoch  # a new shuffle per epoch
-    assert list(length_grouped_sampler(dataset, batch_size=4, seed=0)) == first_epoch  # repeatable
-    assert lengths[first_epoch[0]] == max(lengths)  # the longest batch comes first
-    # within a batch, lengths are close: much closer than in a random batch
-    spread = [
-        max(b) - min(b)
-        for b in ([lengths[i] for i in first_epoch[j : j + 4]] for j in range(0, 400, 4))
-    ]
-    assert sum(spread) / len(spread) < 5

@@ -250,7 +250,8 @@ def test_e2e_limit_and_env_default(tmp_path, monkeypatch):
         ("webnlg", "test", None, FileNotFoundError, r"webnlg loads from local files only.*set WEBNLG_DIR"),
         ("dart", "train", "{tmp}", ValueError, r"dart has no local-folder loader.*Yale-LILY/dart"),
         ("e2e", "train", None, ConnectionError, r"e2e from the hub .*offline.*set E2E_DIR or pass data_dir"),
-        ("dart", "validation", None, ConnectionError, r"dart from the hub \(Yale-LILY/dart\).*offline.*no local loader"),
+        ("dart", "validation", None, ConnectionError,
+         r"dart from the hub \(Yale-LILY/dart\).*offline.*no local loader"),
     ],
 )  # fmt: skip
 def test_errors(tmp_path, monkeypatch, task, split, data_dir, error, pattern):

@@ -3,7 +3,6 @@
 from lora_repro.data.glue import (
     GLUE_TASKS,
     glue_task,
-    length_grouped_sampler,
     load_glue,
     tokenize_glue,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "encode_prompt",
     "glue_task",
     "group_references",
-    "length_grouped_sampler",
     "load_glue",
     "load_gpt2_tokenizer",
     "load_nlg",

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import torch
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 HUB_PATH = "nyu-mll/glue"  # the canonical home of the hub's "glue" dataset
 GLUE_DIR_ENV = "GLUE_DIR"
@@ -253,16 +251,3 @@ def tokenize_glue(dataset: datasets.Dataset, tokenizer, max_length: int) -> data
     encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names)
     return encoded.cast_column("labels", dataset.features["label"])
 
-
-def length_grouped_sampler(
-    dataset: datasets.Dataset, batch_size: int, seed: int = 0
-) -> LengthGroupedSampler:
-    """Shuffles, cuts into mega-batches and sorts each by length (transformers' own sampler).
-
-    Each pass over it draws a new order from one seeded generator, so epochs differ but a
-    run repeats exactly.
-    """
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    return LengthGroupedSampler(
-        batch_size, lengths=lengths, generator=torch.Generator().manual_seed(seed)
-    )

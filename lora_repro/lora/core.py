@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
+from transformers.pytorch_utils import Conv1D
 
 from lora_repro.architectures import TARGETS, Site, family_of, find_sites
 from lora_repro.lora.layers import INITS, LoRAWrapper
@@ -283,7 +284,7 @@ def target_weight(model: nn.Module, layer: int, target: str) -> torch.Tensor:
             wrapper = by_name.get(site.module_name)
             base = module.base_layer if isinstance(module, LoRAWrapper) else module
             W = base.weight.detach()
-            W = W.T if type(base).__name__ == "Conv1D" else W
+            W = W.T if isinstance(base, Conv1D) else W
             start, stop = site.out_slice
             W = W[start:stop].clone()
             if wrapper is not None and is_merged(model) and target in wrapper.lora_A:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from lora_repro.lora.core import (
     unmerge,
     wrappers,
 )
+from lora_repro.records import atomic_write
 
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_META = "adapter.json"
@@ -52,18 +51,6 @@ def _paths(path) -> tuple[Path, Path]:
 def _canonical(name: str) -> str:
     """A parameter name as in the un-adapted model (a wrapper keeps its base in `base_layer`)."""
     return name.replace(".base_layer.", ".")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -90,8 +77,8 @@ def save_adapter(model: nn.Module, path) -> Path:
     weights_path, meta_path = _paths(path)
     meta = {"format": FORMAT, **spec.to_dict()}
     state = {k: v.cpu() for k, v in adapter_state(model).items()}
-    _atomic_write(weights_path, lambda tmp: save_file(state, tmp, metadata={"lora_repro": json.dumps(meta)}))
-    _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(weights_path, lambda tmp: save_file(state, tmp, metadata={"lora_repro": json.dumps(meta)}))
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return weights_path
 
 
@@ -121,7 +108,7 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
     spec = LoRASpec(**fields)
     if not is_adapted(model):
         inject(
-            model, targets=spec.targets, rank=1, alpha=spec.alpha, dropout=spec.dropout,
+            model, targets=spec.targets, rank=max(spec.ranks.values()), alpha=spec.alpha, dropout=spec.dropout,
             init=spec.init, ranks=spec.ranks, layers=spec.layers, sigma=spec.sigma,
             bias=spec.bias, trainable_modules=spec.trainable_modules, seed=spec.seed,
         )
