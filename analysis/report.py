@@ -5,23 +5,27 @@ with the paper's numbers, ours and a verdict by a stated rule.
 
 Tables are re-rendered from the records first (analysis.tables). A claim's verdict is one of
 "reproduced", "not reproduced" or "not yet run", per setting (model, task, tier) of ours; it says
-"not yet run" whenever the runs it needs are absent, and never "reproduced" without data.
+"not yet run" whenever the runs it needs are absent, and never "reproduced" without data. What
+produced the numbers (commits, machines, data, copies; records from uncommitted code) comes from
+analysis.provenance; the report prints no absolute path.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import tables
-from analysis.tables import MISSING, format_cell, markdown_table, model_name, runs_frame, task_name
-from lora_repro.records import git_commit, load_records
+from analysis.inputs import middle_layer
+from analysis.provenance import provenance, shown_path, uncommitted_section, without_absolute_paths
+from analysis.tables import render
+from analysis.tables.formats import MISSING, markdown_table
+from analysis.tables.ours import cells, format_cell, model_name, runs_frame, settings, task_name
+from analysis.tables.paper import paper_numbers
+from analysis.tables.table7_amplification import amplification_rows
 
 REPRODUCED, NOT_REPRODUCED, NOT_YET_RUN = "reproduced", "not reproduced", "not yet run"
 SECTION7_FIGURES = ("fig3", "fig4", "fig6", "fig7", "fig8")
@@ -71,7 +75,7 @@ def std_points(cell) -> float:
 # -- the claims ----------------------------------------------------------------------------------
 
 def claim_rank_one(runs_dir) -> Claim:
-    paper = tables.paper_numbers("table6_rank")
+    paper = paper_numbers("table6_rank")
     evidence, checks = [], []
     for dataset in ("WikiSQL", "MultiNLI"):
         qv = paper[(paper["dataset"] == dataset) & (paper["targets"] == "q,v")]
@@ -92,8 +96,8 @@ def claim_rank_one(runs_dir) -> Claim:
         "counts as 0.")
     frame = runs_frame(runs_dir, "table_rank")
     lora = frame[frame["method"] == "lora"] if not frame.empty else frame
-    stats = tables.cells(lora, ["model", "task", "tier", "targets", "rank"])
-    for model, task, tier in tables.settings(lora):
+    stats = cells(lora, ["model", "task", "tier", "targets", "rank"])
+    for model, task, tier in settings(lora):
         qv = {key[4]: cell for key, cell in stats.items()
               if key[:4] == (model, task, tier, "q,v") and cell.n}
         label = setting_label(model, task, tier)
@@ -113,7 +117,7 @@ def claim_rank_one(runs_dir) -> Claim:
 
 
 def claim_qv_beats_q(runs_dir) -> Claim:
-    paper = tables.paper_numbers("table5_targets")
+    paper = paper_numbers("table5_targets")
     evidence, checks = [], []
     for dataset in ("WikiSQL", "MultiNLI"):
         rows = paper[paper["dataset"] == dataset].set_index("targets")
@@ -133,8 +137,8 @@ def claim_qv_beats_q(runs_dir) -> Claim:
         "not reproduced otherwise; not yet run without finished runs of both.")
     frame = runs_frame(runs_dir, "table_targets")
     lora = frame[frame["method"] == "lora"] if not frame.empty else frame
-    stats = tables.cells(lora, ["model", "task", "tier", "targets", "rank"])
-    for model, task, tier in tables.settings(lora):
+    stats = cells(lora, ["model", "task", "tier", "targets", "rank"])
+    for model, task, tier in settings(lora):
         qv, q = stats.get((model, task, tier, "q,v", 4)), stats.get((model, task, tier, "q", 8))
         label = setting_label(model, task, tier)
         if not (qv and qv.n and q and q.n):
@@ -165,7 +169,7 @@ def claim_top_direction(runs_dir) -> Claim:
         absent="no finished runs of the `subspace` experiment")
     frame = runs_frame(runs_dir, "subspace")
     done = frame[frame["status"] == "done"] if not frame.empty else frame
-    for model, task, tier in tables.settings(done):
+    for model, task, tier in settings(done):
         label = setting_label(model, task, tier)
         runs = done[(done["model"] == model) & (done["task"] == task) & (done["tier"] == tier)]
         pairs = [(seed, group.set_index("rank")["run_dir"]) for seed, group in runs.groupby("seed")
@@ -194,7 +198,6 @@ def claim_top_direction(runs_dir) -> Claim:
 
 def top_direction(pairs) -> dict:
     """phi(1,1), phi(1,64) at the middle layer per target, over (seed, {rank: run_dir}) pairs."""
-    from analysis.cli import middle_layer
     from analysis.subspace import similarity
     from lora_repro.lora import read_factors
 
@@ -237,7 +240,7 @@ def claim_amplification(runs_dir) -> Claim:
         "and the factor ||ΔW||_F / proj_ΔW > 1 (those directions are amplified); not reproduced "
         "otherwise; not yet run without a finished subspace run or the base model's W.",
         absent="no finished runs of the `subspace` experiment")
-    rows, skipped = tables.amplification_rows(runs_dir)
+    rows, skipped = amplification_rows(runs_dir)
     by_setting = {}
     for row in rows:
         by_setting.setdefault((row["model"], row["task"], row["tier"]), []).append(row)
@@ -293,7 +296,7 @@ def claim_merge_latency(bench_dir) -> Claim:
 
 
 def claim_glue_on_par(runs_dir) -> Claim:
-    paper = tables.paper_numbers("table2_glue")
+    paper = paper_numbers("table2_glue")
     averages = paper[(paper["task"] == "avg") & (paper["setup"] == "")
                      & paper["method"].isin(["FT", "LoRA"])]
     evidence = [f"{model} LoRA {g.set_index('method').loc['LoRA', 'value']} vs FT "
@@ -307,7 +310,7 @@ def claim_glue_on_par(runs_dir) -> Claim:
         f"reproduced if the mean over tasks of (LoRA mean − FT mean) ≥ −{ON_PAR_TOLERANCE} points; "
         "not reproduced otherwise; not yet run when no task has both.")
     frame = runs_frame(runs_dir, "table_glue")
-    stats = tables.cells(frame, ["model", "tier", "task", "method"])
+    stats = cells(frame, ["model", "tier", "task", "method"])
     for model, tier in sorted({(k[0], k[1]) for k in stats}):
         tasks = sorted({k[2] for k in stats if k[:2] == (model, tier)})
         diffs = {}
@@ -335,7 +338,7 @@ def claim_e2e_bleu(runs_dir) -> Claim:
     if not frame.empty:
         frame = frame[(frame["model"] == "gpt2_medium") & (frame["task"] == "e2e")
                       & (frame["method"] == "lora") & (frame["rank"] == 4)]
-    cell = tables.cells(frame, ["model"], "bleu").get(("gpt2_medium",)) if not frame.empty else None
+    cell = cells(frame, ["model"], "bleu").get(("gpt2_medium",)) if not frame.empty else None
     claim = Claim(
         "LoRA on GPT-2 Medium reaches BLEU 70.4 on E2E, above full fine-tuning's 68.2 "
         "(Section 5.4, Table 3).",
@@ -358,65 +361,6 @@ def claims(runs_dir, bench_dir) -> list[Claim]:
     return [claim_rank_one(runs_dir), claim_qv_beats_q(runs_dir), claim_top_direction(runs_dir),
             claim_amplification(runs_dir), claim_merge_latency(bench_dir),
             claim_glue_on_par(runs_dir), claim_e2e_bleu(runs_dir)]
-
-
-# -- provenance ----------------------------------------------------------------------------------
-
-def provenance(runs_dir) -> str:
-    records = load_records(runs_dir, status=None)
-    statuses = Counter(r.get("status") for r in records)
-    lines = [f"- Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by "
-             f"`python -m analysis.cli report` at commit `{git_commit() or 'unknown'}`.",
-             f"- Records: {len(records)} under `{runs_dir}` "
-             f"({', '.join(f'{n} {status}' for status, n in statuses.items()) or 'none'})."]
-    if not records:
-        return "\n".join(lines) + "\n- No runs yet: every claim below is 'not yet run'.\n"
-    rows = []
-    for r in records:
-        hp, device = r.get("hyperparameters") or {}, r.get("device") or {}
-        data = ((r.get("config") or {}).get("task") or {}).get("data_dir") or "hub"
-        rows.append({"experiment": r.get("experiment"), "tier": r.get("tier"),
-                     "model": model_name(r.get("model")), "task": task_name(r.get("task")),
-                     "status": r.get("status"), "seed": r.get("seed"),
-                     "train rows": hp.get("train_limit") or "all",
-                     "eval rows": hp.get("eval_limit") or "all", "epochs": hp.get("epochs"),
-                     "precision": hp.get("precision"), "data": data,
-                     "machine": machine_label(device)})
-    frame = pd.DataFrame([{k: str(v) for k, v in row.items()} for row in rows])
-    keys = ["experiment", "tier", "model", "task", "train rows", "eval rows", "epochs", "precision",
-            "data"]
-    summary = frame.groupby(keys, sort=True, dropna=False).agg(
-        done=("status", lambda s: int((s == "done").sum())),
-        failed=("status", lambda s: int((s == "failed").sum())),
-        running=("status", lambda s: int((s == "running").sum())),
-        seeds=("seed", lambda s: " ".join(sorted(set(s)))),
-    ).reset_index()
-    machines = Counter(machine_label(r.get("device") or {}) for r in records)
-    commits = Counter(str(r.get("git_commit")) for r in records)
-    versions = Counter(", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items()
-                                 if k in ("torch", "transformers", "peft")) or "not recorded"
-                       for r in records)
-    lines += [f"- Machines: {'; '.join(f'{m} ({n} runs)' for m, n in machines.items())}.",
-              "- Code of the runs (git commit): "
-              + "; ".join(f"`{c}` ({n})" for c, n in commits.items()) + ".",
-              f"- Libraries: {'; '.join(f'{v} ({n})' for v, n in versions.items())}.",
-              "", markdown_table(summary)]
-    failed = [r for r in records if r.get("status") == "failed"]
-    if failed:
-        lines.append("Failed runs (shown as missing in the tables):\n")
-        lines += [f"- `{r.get('experiment')}/{r.get('run_id')}` {r.get('model')} {r.get('task')} "
-                  f"targets={r.get('targets')} r={r.get('rank')} seed={r.get('seed')}: "
-                  f"{str(r.get('error')).splitlines()[0][:200]}" for r in failed[:20]]
-        if len(failed) > 20:
-            lines.append(f"- ... and {len(failed) - 20} more")
-    return "\n".join(lines) + "\n"
-
-
-def machine_label(device: dict) -> str:
-    if device.get("device") == "cuda":
-        return f"{device.get('gpu_count', 1)} x {device.get('gpu')}"
-    threads = f", {device['torch_threads']} torch threads" if device.get("torch_threads") else ""
-    return f"CPU {device.get('cpu') or '?'}, {device.get('cpu_count') or '?'} cores{threads}"
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -451,14 +395,15 @@ def build_report(runs_dir="results/runs", out="results/REPORT.md", tables_dir="r
                  figures_dir="results/figures", bench_dir="results/bench", tier=None) -> Path:
     """Re-render every table, evaluate every claim, write the report; returns its path."""
     out = Path(out)
-    rendered = tables.render("all", runs_dir, tables_dir, figures_dir, tier)
+    rendered = render("all", runs_dir, tables_dir, figures_dir, tier)
     found = claims(runs_dir, bench_dir)
     parts = ["# LoRA reproduction report\n",
              "Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models* (arXiv:2106.09685), "
              "reproduced by lora-repro. Everything below is computed from the run records under "
-             f"`{runs_dir}` and the paper's numbers stored in `results/paper/`.\n",
+             f"`{shown_path(runs_dir)}` and the paper's numbers stored in `results/paper/`.\n",
              "## Claims at a glance\n", claims_summary(found),
-             "## What produced it\n", provenance(runs_dir)]
+             "## What produced it\n", provenance(runs_dir),
+             "## Records from uncommitted code\n", uncommitted_section(runs_dir)]
     parts.append("## Tables\n")
     for table in rendered:
         if table.name == "table7_amplification":
@@ -474,15 +419,14 @@ def build_report(runs_dir="results/runs", out="results/REPORT.md", tables_dir="r
     if figures:
         parts += [f"![{p.stem}]({link(p, out)})\n" for p in figures]
     else:
-        parts.append("None in `results/figures` yet (`python -m analysis.cli figures all` draws "
-                     "them from the finished runs): not yet run.\n")
+        parts.append(f"None in `{shown_path(figures_dir)}` yet (`python -m analysis.cli figures all` "
+                     "draws them from the finished runs): not yet run.\n")
     seven = next(t for t in rendered if t.name == "table7_amplification")
-    parts += ["## Table 7\n", seven.paths[0].read_text(),
-              "".join(f"- {note}\n" for note in seven.notes[1:]), ""]
+    parts += ["## Table 7\n", seven.paths[0].read_text()]
     parts += ["## Claims\n", claims_details(found)]
     parts += ["## The paper's numbers\n", PAPER_NOTES]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts))
+    out.write_text(without_absolute_paths("\n".join(parts)))
     return out
 
 
@@ -499,7 +443,7 @@ arXiv:2106.09685 v2:
 - `table5_targets.csv`, `table6_rank.csv`: Tables 5 and 6, GPT-3 175B on WikiSQL and MultiNLI; the
   ± is the per-dataset typical std the tables print in their first column.
 - `table18_e2e_rank.csv`: Table 18, GPT-2 M on E2E, r = 1 ... 1024.
-- `table7_amplification.csv`: Table 7 (written with analysis/table7.py).
+- `table7_amplification.csv`: Table 7 (read by analysis/tables/table7_amplification.py).
 
 Inconsistencies inside the paper, kept as printed: Table 5's {Wq} r=8 MultiNLI is 91.0 while
 Table 6's {Wq} r=8 MultiNLI is 90.7; Table 6's {Wq,Wv} r=64 WikiSQL is 73.5 while Table 15 prints

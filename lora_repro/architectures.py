@@ -29,14 +29,37 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where a block's parts live, as module-name patterns (group 1 = block index): what the
+    baselines of lora_repro/methods/ hook into (adapters after `attn_out` / `ffn_out` / `block`,
+    FT^Top2 on the last blocks, PreLayer after every block)."""
+
+    block: str  # one transformer block (its output is the next block's input)
+    attn_out: str  # the attention output projection, whose output enters a residual sum
+    ffn_out: str  # the FFN's output projection, whose output enters a residual sum
+    norms: str  # the block's own LayerNorms (or RMSNorms)
+    biases: bool = True  # whether the model has bias vectors (BitFit needs them)
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     model_types: tuple[str, ...]
     targets: dict[str, TargetSpec] = field(default_factory=dict)
+    layout: Layout | None = None  # None: the baselines (adapters, prefix, FT^Top2) are not defined
+    causal_lm: bool = False  # decoder-only LM: NLG tasks, a causal_lm head
+
+
+_BLOCK = r"(?:^|\.)encoder\.layer\.(\d+)"
+ENCODER_LAYOUT = Layout(  # BERT, RoBERTa, DeBERTa-v2: post-LN blocks
+    block=_BLOCK + "$", attn_out=_BLOCK + r"\.attention\.output\.dense$",
+    ffn_out=_BLOCK + r"\.output\.dense$", norms=_BLOCK + r"\.(?:attention\.)?output\.LayerNorm$",
+)
 
 
 _ENCODER = r"(?:^|\.)layer\.(\d+)\.attention\."
 _GPT2 = r"(?:^|\.)h\.(\d+)\.attn\."
+_LLAMA = r"(?:^|\.)layers\.(\d+)\.self_attn\."
 
 FAMILIES = {
     f.name: f
@@ -50,6 +73,7 @@ FAMILIES = {
                 "v": TargetSpec(_ENCODER + r"self\.value$"),
                 "o": TargetSpec(_ENCODER + r"output\.dense$"),
             },
+            ENCODER_LAYOUT,
         ),
         Family(
             "deberta_v2",
@@ -60,6 +84,7 @@ FAMILIES = {
                 "v": TargetSpec(_ENCODER + r"self\.value_proj$"),
                 "o": TargetSpec(_ENCODER + r"output\.dense$"),
             },
+            ENCODER_LAYOUT,
         ),
         Family(
             "gpt2",
@@ -70,6 +95,23 @@ FAMILIES = {
                 "v": TargetSpec(_GPT2 + r"c_attn$", slice_index=2),
                 "o": TargetSpec(_GPT2 + r"c_proj$"),
             },
+            Layout(block=r"(?:^|\.)h\.(\d+)$", attn_out=_GPT2 + r"c_proj$",
+                   ffn_out=r"(?:^|\.)h\.(\d+)\.mlp\.c_proj$", norms=r"(?:^|\.)h\.(\d+)\.ln_[12]$"),
+            causal_lm=True,
+        ),
+        Family(
+            "llama",  # Llama, SmolLM2: separate nn.Linear projections; with grouped-query
+            ("llama",),  # attention k_proj and v_proj map hidden -> n_kv_heads * head_dim
+            {
+                "q": TargetSpec(_LLAMA + r"q_proj$"),
+                "k": TargetSpec(_LLAMA + r"k_proj$"),
+                "v": TargetSpec(_LLAMA + r"v_proj$"),
+                "o": TargetSpec(_LLAMA + r"o_proj$"),
+            },
+            Layout(block=r"(?:^|\.)layers\.(\d+)$", attn_out=_LLAMA + r"o_proj$",
+                   ffn_out=r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj$",
+                   norms=r"(?:^|\.)layers\.(\d+)\.(?:input|post_attention)_layernorm$", biases=False),
+            causal_lm=True,
         ),
     )
 }
@@ -137,6 +179,26 @@ def find_sites(model: nn.Module, family: Family) -> list[Site]:
             sites.append(Site(int(match.group(1)), target, name, d_in, d_out, out_slice))
     order = {t: i for i, t in enumerate(TARGETS)}
     return sorted(sites, key=lambda s: (s.layer, order.get(s.target, 99)))
+
+
+def layout_of(model_or_type, method: str) -> Layout:
+    """The family's layout, or one clear error if the family has none (`method` names the asker)."""
+    family = family_of(model_or_type)
+    if family.layout is None:
+        with_layout = [f.name for f in FAMILIES.values() if f.layout is not None]
+        raise ValueError(f"method={method!r} is not defined for the {family.name} family: its entry in "
+                         f"lora_repro/architectures.py has no layout (families with one: {', '.join(with_layout)})")
+    return family.layout
+
+
+def find_modules(model: nn.Module, pattern: str) -> list[tuple[int, str, nn.Module]]:
+    """(block index, name, module) of every module whose name matches `pattern`, by block index."""
+    found = []
+    for name, module in model.named_modules():
+        match = re.search(pattern, name)
+        if match:
+            found.append((int(match.group(1)), name, module))
+    return sorted(found, key=lambda item: item[0])
 
 
 def site_of_module_path(path: str) -> list[tuple[int, str]]:

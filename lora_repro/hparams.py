@@ -22,7 +22,8 @@ in this order, later ones winning field by field:
     preset: the same four levels, where present
 
 A ``null`` in a later layer removes the field set by an earlier one (the trainer's default
-applies then). Fields are flat; their names and meaning are in ``FIELDS`` below. Other top-level
+applies then). Fields are flat: the train fields (lora_repro/settings.py), the method's own fields
+(lora_repro/methods/) and ``init_from``. Other top-level
 keys starting with ``_`` are ignored: they hold YAML anchors shared by several entries.
 """
 
@@ -41,47 +42,17 @@ PRESET_FILES = {"authors_scripts": "authors_scripts.yaml"}
 ALL = "_all"
 PRESETS_KEY = "_presets"
 
-# field -> what it means; the schema is open: add a field here, then use it in the tables
-FIELDS = {
-    "lr": "peak learning rate",
-    "batch_size": "training examples per optimizer step (per device in the authors' scripts)",
-    "epochs": "training epochs",
-    "max_steps": "stop after this many optimizer steps (overrides epochs for the schedule)",
-    "warmup_ratio": "linear warmup over this fraction of the optimizer steps",
-    "warmup_steps": "linear warmup over this many optimizer steps (wins over warmup_ratio)",
-    "weight_decay": "AdamW decoupled weight decay",
-    "lr_schedule": "linear (decay to 0 after warmup) | constant",
-    "optimizer": "adamw",
-    "max_seq_length": "tokens per training example (longer ones are truncated)",
-    "label_smoothing": "label smoothing of the token-level loss",
-    "classifier_dropout": "dropout before the classification head (Table 10's 'CLS Dropout')",
-    "grad_accum": "batches accumulated per optimizer step",
-    "precision": "fp32 | bf16 | fp16 (autocast)",
-    "train_limit": "use the first N training rows (null: all)",
-    "eval_limit": "evaluate on the first N rows of each eval split (null: all)",
-    "eval_batch_size": "examples per evaluation batch",
-    "targets": "weight matrices LoRA adapts, a list of q, k, v, o",
-    "rank": "LoRA rank r, the same for every target",
-    "ranks": "per-target LoRA ranks, e.g. {q: 8, v: 4}",
-    "alpha": "LoRA alpha (the update is scaled by alpha / r)",
-    "lora_dropout": "dropout on the LoRA branch's input",
-    "init_from": "task whose finished run of the same model and method this run starts from",
-    "beam_size": "beam search width",
-    "length_penalty": "beam search length penalty (exponent on the length)",
-    "no_repeat_ngram_size": "forbid repeating n-grams of this size when decoding",
-    "max_new_tokens": "most tokens generated per example",
-}
-_CHOICES = {
-    "lr_schedule": ("linear", "constant"),
-    "optimizer": ("adamw",),
-    "precision": ("fp32", "bf16", "fp16"),
-}
-_TARGETS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
-_POSITIVE_INTS = ("batch_size", "epochs", "max_steps", "max_seq_length", "grad_accum", "train_limit",
-                  "eval_limit", "eval_batch_size", "rank", "beam_size", "max_new_tokens")
-_NONNEGATIVE_INTS = ("warmup_steps", "no_repeat_ngram_size")
-_FRACTIONS = ("warmup_ratio", "label_smoothing", "classifier_dropout", "lora_dropout")
-_NONNEGATIVE_NUMBERS = ("weight_decay", "alpha", "length_penalty")
+
+
+def known_fields() -> dict[str, str]:
+    """Every field a table may hold: the train fields, every method's fields and init_from (their
+    meaning and valid values are written once, in lora_repro/settings.py and lora_repro/methods/)."""
+    from lora_repro import methods, settings
+
+    found = {}
+    for method in methods.names():
+        found.update(settings.table_fields(method))
+    return found
 
 
 def conf_dir() -> Path:
@@ -157,15 +128,21 @@ def entries(tier: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def has_entry(tier: str, model: str, method: str, task: str) -> bool:
+    """Whether the tier's table has hyperparameters for this (model, method, task)."""
+    return (model, method, task) in entries(tier)
+
+
 def _fields(node, where: str) -> dict:
     if node is None:
         return {}
     if not isinstance(node, dict):
         raise ValueError(f"{where}: expected a mapping of fields, got {node!r}")  # noqa: TRY004
-    unknown = [k for k in node if k not in FIELDS]
+    known = known_fields()
+    unknown = [k for k in node if k not in known]
     if unknown:
-        raise ValueError(f"{where}: unknown field {unknown[0]!r}: valid fields are "
-                         f"{', '.join(FIELDS)} (add new ones to FIELDS in lora_repro/hparams.py)")
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}: valid fields are {', '.join(known)} "
+                         f"(fields are defined in lora_repro/settings.py and lora_repro/methods/)")
     return node
 
 
@@ -202,35 +179,18 @@ def _no_entry(tier: str, model: str, method: str, task: str):
                      f"task={task!r}: {listing}")
 
 
-def _check(values: dict, what: str) -> None:
-    def bad(key, expected):
-        raise ValueError(f"{what}: {key}={values[key]!r} is not {expected}")
+def _check(values: dict, what: str, method: str) -> None:
+    """Check the merged values against the train and method schemas (fields of other methods are
+    allowed at shared levels and ignored for this one)."""
+    from lora_repro import methods, settings
 
-    for key, value in values.items():
-        if key in _CHOICES and value not in _CHOICES[key]:
-            bad(key, f"one of {', '.join(_CHOICES[key])}")
-        if key in _POSITIVE_INTS and (type(value) is not int or value < 1):
-            bad(key, "a positive integer")
-        if key in _NONNEGATIVE_INTS and (type(value) is not int or value < 0):
-            bad(key, "an integer >= 0")
-        if key in _FRACTIONS and (not _is_number(value) or not 0 <= value < 1):
-            bad(key, "a number in [0, 1)")
-        if key in _NONNEGATIVE_NUMBERS and (not _is_number(value) or value < 0):
-            bad(key, "a number >= 0")
-        if key == "lr" and (not _is_number(value) or value <= 0):
-            bad(key, "a number > 0 (write floats as 5.0e-4: YAML reads 5e-4 as a string)")
-        if key == "targets" and (not isinstance(value, list) or not value
-                                 or any(t not in _TARGETS for t in value)):
-            bad(key, f"a non-empty list of {', '.join(_TARGETS)}")
-        if key == "ranks" and (not isinstance(value, dict) or any(
-                t not in _TARGETS or type(r) is not int or r < 1 for t, r in value.items())):
-            bad(key, f"a mapping of {', '.join(_TARGETS)} to positive integers")
-        if key == "init_from" and not isinstance(value, str):
-            bad(key, "a task name")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    mine = {k: v for k, v in values.items() if k in settings.table_fields(method)}
+    train = {k: v for k, v in mine.items() if k in settings.field_help(settings.TrainConfig)}
+    settings.check_fields(train, settings.TrainConfig, f"{what}: train")
+    method_values = {k: v for k, v in mine.items() if k in settings.field_help(methods.get(method).config)}
+    settings.check_fields(method_values, methods.get(method).config, f"{what}: method")
+    if "init_from" in mine and not isinstance(mine["init_from"], str):
+        raise ValueError(f"{what}: init_from={mine['init_from']!r} is not valid: a task name")
 
 
 def describe(tier: str, model: str, task: str, method: str, preset: str | None = None) -> dict:
@@ -250,8 +210,10 @@ def describe(tier: str, model: str, task: str, method: str, preset: str | None =
         for key, value in fields.items():
             values[key] = copy.deepcopy(value)
             sources[key] = where
-    values = {k: v for k, v in values.items() if v is not None}
-    _check(values, f"{tier}/{model}/{method}/{task}" + (f" with preset {preset}" if preset else ""))
+    from lora_repro import settings
+
+    values = {k: v for k, v in values.items() if v is not None and k in settings.table_fields(method)}
+    _check(values, f"{tier}/{model}/{method}/{task}" + (f" with preset {preset}" if preset else ""), method)
     return {"values": values, "sources": sources}
 
 

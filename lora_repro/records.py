@@ -71,11 +71,20 @@ def write_record(run_dir: Path, record: dict) -> None:
 
 def load_records(root, experiment: str | None = None, status: str | None = "done") -> list[dict]:
     """Every record under root (results/runs), optionally of one experiment and status."""
-    root = Path(root)
     pattern = f"{experiment}/*/{RECORD_FILE}" if experiment else f"*/*/{RECORD_FILE}"
+    return _records_at(sorted(Path(root).glob(pattern)), status)
+
+
+def find_records(root, status: str | None = "done") -> list[dict]:
+    """Records at any depth under root: a runs folder, one experiment's folder, or one run."""
+    return _records_at(sorted(Path(root).rglob(RECORD_FILE)), status)
+
+
+def _records_at(paths, status: str | None) -> list[dict]:
+    """The records at these record.json paths, of one status (None: any); run_dir: where it is."""
     records = []
-    for path in sorted(root.glob(pattern)):
-        record = json.loads(path.read_text())
+    for path in paths:
+        record = read_record(path.parent)
         record["run_dir"] = str(path.parent)
         if status is None or record.get("status") == status:
             records.append(record)
@@ -144,3 +153,36 @@ def adopt_twin(run_dir) -> dict | None:
         write_record(run_dir, record)
         return record
     return None
+
+
+def new_record(run: dict) -> dict:
+    """The record of a run that starts now: its layout, defined here once (status `running`)."""
+    method = run["method"]
+    return {
+        "run_id": run["run_id"],
+        "experiment": run["experiment"],
+        "run_dir": run["run_dir"],
+        "status": "running",
+        "error": None,
+        "model": run["model"],
+        "task": run["task"],
+        "method": method["name"],
+        "targets": method.get("targets"),
+        "rank": method.get("rank"),
+        "ranks": method.get("ranks"),
+        "alpha": method.get("alpha"),
+        "seed": run["seed"],
+        "tier": run["tier"],
+        "preset": run["preset"],
+        "init_from": run.get("init_from"),  # {task, run_id, run_dir, loaded}: what the run started from
+        "hyperparameters": run["train"],
+        "method_config": method,
+        "config": run["config"],
+        "parameters": None,  # {trainable, total, method}: set once the model is built
+        "epochs": [],
+        "best_epoch": None,
+        "best": None,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "device": device_info(),
+    }

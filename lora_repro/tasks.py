@@ -98,7 +98,8 @@ class GlueJob:
 
 
 class NLGJob:
-    """GPT-2 on E2E / WebNLG / DART: loss on the reference tokens only, label smoothing, beam search."""
+    """A causal LM (GPT-2, Llama/SmolLM2) on E2E / WebNLG / DART: loss on the reference tokens
+    only, label smoothing, beam search over left-padded prompts."""
 
     kind = "nlg"
 
@@ -126,7 +127,14 @@ class NLGJob:
         }
 
     def build_model(self):
-        return load_pretrained(self.run["model_source"], head="causal_lm")
+        model = load_pretrained(self.run["model_source"], head="causal_lm")
+        if len(self.tokenizer) > model.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(self.tokenizer)} tokens but {self.run['model_source']} "
+                f"embeds {model.config.vocab_size}: tokenizer_dir={self.run.get('tokenizer_dir')!r} "
+                "(GPT2_TOKENIZER_DIR) is for GPT-2 models only; unset it for this model"
+            )
+        return model
 
     def head_modules(self, model) -> list[str]:
         return []

@@ -28,17 +28,10 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from lora_repro import lora  # noqa: E402
+from lora_repro import methods  # noqa: E402
 from lora_repro.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint  # noqa: E402
 from lora_repro.config import resolve  # noqa: E402
-from lora_repro.records import (  # noqa: E402
-    adopt_twin,
-    device_info,
-    git_commit,
-    library_versions,
-    read_record,
-    write_record,
-)
+from lora_repro.records import adopt_twin, new_record, read_record, write_record  # noqa: E402
 from lora_repro.tasks import epoch_batches, make_job  # noqa: E402
 from lora_repro.tracking import Tracker  # noqa: E402
 
@@ -48,35 +41,6 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 class NaNLossError(FloatingPointError):
     pass
-
-
-def _start_record(run: dict) -> dict:
-    method = run["method"]
-    return {
-        "run_id": run["run_id"],
-        "experiment": run["experiment"],
-        "run_dir": run["run_dir"],
-        "status": "running",
-        "error": None,
-        "model": run["model"],
-        "task": run["task"],
-        "method": method["name"],
-        "targets": method.get("targets"),
-        "rank": method.get("rank"),
-        "ranks": method.get("ranks"),
-        "alpha": method.get("alpha"),
-        "seed": run["seed"],
-        "tier": run["tier"],
-        "preset": run["preset"],
-        "hyperparameters": run["train"],
-        "config": run["config"],
-        "epochs": [],
-        "best_epoch": None,
-        "best": None,
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "device": device_info(),
-    }
 
 
 def _autocast(precision: str, device: torch.device):
@@ -96,22 +60,135 @@ def _accelerator(precision: str, grad_accum: int):
     return Accelerator(cpu=True, gradient_accumulation_steps=grad_accum)
 
 
-def _init_from(model, source: str) -> None:
-    """Start from another run's LoRA factors (the paper starts MRPC, RTE, STS-B from MNLI)."""
-    path = Path(source)
-    read = lora.read_factors(path)
-    ours = {(w.layer_index, t): w for w in lora.wrappers(model).values() for t in w.lora_A}
-    with torch.no_grad():
-        for (layer, target), (A, B, _) in read.items():
-            wrapper = ours.get((layer, target))
-            if wrapper is None or wrapper.lora_A[target].shape != A.shape:
-                raise ValueError(
-                    f"init_from {source}: its factor ({layer}, {target}) of shape {tuple(A.shape)} "
-                    f"has no match in this run's adapter (targets {lora.spec_of(model).targets}, "
-                    f"ranks {lora.spec_of(model).ranks})"
-                )
-            wrapper.lora_A[target].copy_(A)
-            wrapper.lora_B[target].copy_(B)
+def init_source_dir(run: dict) -> Path | None:
+    """The finished run this one starts from (None: the pretrained model). A task source (the
+    paper's MNLI stage) must be done: anything else is an error, never a silent pretrained start."""
+    source = run.get("init_from")
+    if not source:
+        return None
+    source_dir = Path(source["run_dir"])
+    if source["task"] is None:
+        return source_dir
+    record = read_record(source_dir) or adopt_twin(source_dir)
+    status = record.get("status") if record else "missing"
+    if status != "done":
+        raise ValueError(
+            f"init_from={source['task']}: the {source['task']} run {source['run_id']} of {run['model']}/"
+            f"{run['method']['name']}/seed {run['seed']} is {status} ({source_dir}); run it first: "
+            f"the same command with task={source['task']} (a sweep runs it in its first stage)")
+    return source_dir
+
+
+def build(run: dict, job, source_dir: Path | None):
+    """The task's model with the method applied (and started from `source_dir` if given)."""
+    method = methods.get(run["method"]["name"])
+    cfg = method.config(**run["method"])
+    torch.manual_seed(run["seed"])
+    model = job.build_model()
+    head = job.head_modules(model)
+    model = method.apply(model, cfg, head_modules=head, seed=run["seed"])
+    loaded = None
+    if source_dir is not None:
+        if method.start_from is None:
+            raise ValueError(f"init_from is not supported for method={method.name!r}")
+        loaded = method.start_from(model, source_dir, fresh_modules=["classifier"])
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    parameters = {"trainable": trainable, "total": total, "method": method.count(model, cfg)}
+    if method.name == "lora":
+        parameters["lora"] = parameters["method"]
+    return model, method, cfg, parameters, loaded
+
+
+def make_optimizer(model, method, method_cfg, cfg: dict, n_train: int, n_processes: int):
+    """AdamW over the method's parameter groups and the learning-rate schedule; returns
+    (optimizer, scheduler, batches per epoch)."""
+    from transformers import get_scheduler
+
+    if method.param_groups is not None:
+        groups = method.param_groups(model, method_cfg, cfg["lr"], cfg["weight_decay"])
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    batches_per_epoch = math.ceil(n_train / cfg["batch_size"])
+    if n_processes > 1:  # each process takes every n-th batch (equal counts)
+        batches_per_epoch //= n_processes
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg["grad_accum"])
+    total_steps = cfg.get("max_steps") or steps_per_epoch * cfg["epochs"]
+    warmup = cfg["warmup_steps"] or int(cfg["warmup_ratio"] * total_steps)
+    schedule = "constant_with_warmup" if cfg["lr_schedule"] == "constant" else cfg["lr_schedule"]
+    return optimizer, get_scheduler(schedule, optimizer, warmup, total_steps), batches_per_epoch
+
+
+def train_epoch(ctx: dict, epoch: int, progress: dict) -> None:
+    """One epoch (or what is left of it after a resume), checkpointing every few steps."""
+    run, cfg, job, accelerator = ctx["run"], ctx["cfg"], ctx["job"], ctx["accelerator"]
+    model, optimizer, scheduler = ctx["model"], ctx["optimizer"], ctx["scheduler"]
+    n = accelerator.num_processes
+    batches = epoch_batches(job.train_lengths, cfg["batch_size"], run["seed"], epoch)
+    batches = batches[accelerator.process_index:ctx["batches_per_epoch"] * n:n]
+    bar = tqdm(total=len(batches), initial=progress["batch"],
+               disable=not (cfg["progress"] and accelerator.is_main_process),
+               desc=f"{run['run_id']} epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+    if progress["batch"] == 0:  # a resumed epoch keeps the loss sum of its first part
+        progress.update(loss_sum=0.0, loss_batches=0)
+    epoch_start = time.time()
+    for index in range(progress["batch"], len(batches)):
+        rows = [job.train_set[i] for i in batches[index]]
+        batch = {k: v.to(accelerator.device) for k, v in job.collate(rows).items()}
+        with accelerator.accumulate(model):
+            with ctx["autocast"]():
+                loss = job.loss(model, batch)
+            if not torch.isfinite(loss):
+                raise NaNLossError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {index + 1}: "
+                                   f"lower train.lr (now {cfg['lr']}) or use train.precision=fp32")
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        progress["batch"] = index + 1
+        progress["examples"] += len(rows)
+        progress["tokens"] += int(batch["attention_mask"].sum())
+        progress["loss_sum"] += loss.item()
+        progress["loss_batches"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{progress['loss_sum'] / progress['loss_batches']:.4f}")
+        if accelerator.sync_gradients:
+            progress["step"] += 1
+            if progress["step"] % cfg["checkpoint_every"] == 0:
+                progress["train_time"] += time.time() - epoch_start
+                epoch_start = time.time()
+                _save(accelerator, ctx["run_dir"], model, optimizer, scheduler, progress)
+        if cfg.get("max_steps") and progress["step"] >= cfg["max_steps"]:
+            break
+    bar.close()
+    progress["train_time"] += time.time() - epoch_start
+
+
+def run_epochs(ctx: dict, record: dict, progress: dict, save_record, tracker) -> None:
+    """Train and evaluate epoch by epoch; the best epoch's trained weights are kept."""
+    cfg, accelerator, model = ctx["cfg"], ctx["accelerator"], ctx["model"]
+    best = max(record["epochs"], key=lambda e: e["primary"]) if record["epochs"] else None
+    model.train()
+    for epoch in range(progress["epoch"], cfg["epochs"]):
+        train_epoch(ctx, epoch, progress)
+        metrics = ctx["job"].evaluate(model, accelerator, ctx["autocast"])
+        entry = {"epoch": epoch + 1,
+                 "train_loss": progress["loss_sum"] / max(progress["loss_batches"], 1), **metrics}
+        record["epochs"].append(entry)
+        tracker.log({f"eval/{k}": v for k, v in entry.items()}, step=progress["step"])
+        if best is None or entry["primary"] > best["primary"]:
+            best = entry
+            if accelerator.is_main_process:
+                ctx["method"].save(accelerator.unwrap_model(model), ctx["run_dir"])
+        accelerator.print(f"[lora-repro] {ctx['run']['run_id']} epoch {epoch + 1}: "
+                          + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float)))
+        progress.update(epoch=epoch + 1, batch=0, epochs=record["epochs"])
+        _save(accelerator, ctx["run_dir"], model, ctx["optimizer"], ctx["scheduler"], progress)
+        record.update(best_epoch=best["epoch"], best=best)
+        save_record()
+        if cfg.get("max_steps") and progress["step"] >= cfg["max_steps"]:
+            break
 
 
 def train(run: dict) -> dict:
@@ -123,6 +200,7 @@ def train(run: dict) -> dict:
     if existing and existing.get("status") == "done" and not run["force"]:
         print(f"[lora-repro] {run['run_id']} already done: {_summary(existing)} ({run_dir})")
         return existing
+    source_dir = init_source_dir(run)  # a missing source stops here: no record
     cfg = run["train"]
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg["num_threads"]))
@@ -130,7 +208,7 @@ def train(run: dict) -> dict:
     # Under torchrun / accelerate launch one process per GPU runs this; only the main one writes.
     accelerator = _accelerator(cfg["precision"], cfg["grad_accum"])
     main_process = accelerator.is_main_process
-    record = _start_record(run)
+    record = new_record(run)
     save_record = (lambda: write_record(run_dir, record)) if main_process else (lambda: None)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_record()
@@ -138,117 +216,29 @@ def train(run: dict) -> dict:
     started = time.time()
     try:
         job = make_job(run)
-        torch.manual_seed(run["seed"])
-        model = job.build_model()
-        if run["method"]["name"] == "lora":
-            m = run["method"]
-            lora.inject(
-                model, targets=m["targets"], rank=m["rank"], alpha=m["alpha"], dropout=m["dropout"],
-                init=m.get("init", "gaussian"), ranks=m.get("ranks"), layers=m.get("layers"),
-                sigma=m.get("sigma", 0.02), bias=m.get("bias", "none"),
-                trainable_modules=job.head_modules(model), seed=run["seed"],
-            )
-            if run.get("init_from"):
-                _init_from(model, run["init_from"])
-        trainable, total = lora.count_trainable(model)
-        record["parameters"] = {"trainable": trainable, "total": total}
-        if run["method"]["name"] == "lora":
-            record["parameters"]["lora"] = sum(
-                A.numel() + B.numel() for A, B, _ in lora.factors(model).values()
-            )
-
-        autocast = _autocast(cfg["precision"], accelerator.device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        batches_per_epoch = math.ceil(len(job.train_lengths) / cfg["batch_size"])
-        if accelerator.num_processes > 1:  # each process takes every n-th batch (equal counts)
-            batches_per_epoch //= accelerator.num_processes
-        steps_per_epoch = math.ceil(batches_per_epoch / cfg["grad_accum"])
-        total_steps = cfg.get("max_steps") or steps_per_epoch * cfg["epochs"]
-        warmup = cfg["warmup_steps"] or int(cfg["warmup_ratio"] * total_steps)
-        from transformers import get_scheduler
-
-        scheduler = get_scheduler(cfg["lr_schedule"] if cfg["lr_schedule"] != "constant"
-                                  else "constant_with_warmup", optimizer, warmup, total_steps)
+        model, method, method_cfg, record["parameters"], loaded = build(run, job, source_dir)
+        if loaded:
+            record["init_from"] = {**run["init_from"], "loaded": loaded}
+        optimizer, scheduler, batches_per_epoch = make_optimizer(
+            model, method, method_cfg, cfg, len(job.train_lengths), accelerator.num_processes)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
         progress = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
         if progress:
             accelerator.print(f"[lora-repro] resuming {run['run_id']} at epoch {progress['epoch'] + 1}, "
-                  f"batch {progress['batch']} of {batches_per_epoch}")
+                              f"batch {progress['batch']} of {batches_per_epoch}")
             progress["resumed"] = progress.get("resumed", 0) + 1
         progress = progress or {"epoch": 0, "batch": 0, "step": 0, "epochs": [],
                                 "train_time": 0.0, "examples": 0, "tokens": 0}
         record["epochs"] = progress["epochs"]
         record["resumed"] = progress.get("resumed", 0)
-        best = max(record["epochs"], key=lambda e: e["primary"]) if record["epochs"] else None
-
-        model.train()
-        for epoch in range(progress["epoch"], cfg["epochs"]):
-            batches = epoch_batches(job.train_lengths, cfg["batch_size"], run["seed"], epoch)
-            n = accelerator.num_processes
-            batches = batches[accelerator.process_index:batches_per_epoch * n:n]
-            bar = tqdm(total=len(batches), initial=progress["batch"], disable=not (cfg["progress"] and main_process),
-                       desc=f"{run['run_id']} epoch {epoch + 1}/{cfg['epochs']}", leave=False)
-            if progress["batch"] == 0:  # a resumed epoch keeps the loss sum of its first part
-                progress.update(loss_sum=0.0, loss_batches=0)
-            epoch_start = time.time()
-            for index in range(progress["batch"], len(batches)):
-                rows = [job.train_set[i] for i in batches[index]]
-                batch = {k: v.to(accelerator.device) for k, v in job.collate(rows).items()}
-                with accelerator.accumulate(model):
-                    with autocast():
-                        loss = job.loss(model, batch)
-                    if not torch.isfinite(loss):
-                        raise NaNLossError(
-                            f"loss is {loss.item()} at epoch {epoch + 1}, batch {index + 1}: "
-                            f"lower train.lr (now {cfg['lr']}) or use precision=fp32"
-                        )
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                progress["batch"] = index + 1
-                progress["examples"] += len(rows)
-                progress["tokens"] += int(batch["attention_mask"].sum())
-                progress["loss_sum"] += loss.item()
-                progress["loss_batches"] += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{progress['loss_sum'] / progress['loss_batches']:.4f}")
-                if accelerator.sync_gradients:
-                    progress["step"] += 1
-                    if progress["step"] % cfg["checkpoint_every"] == 0:
-                        progress["train_time"] += time.time() - epoch_start
-                        epoch_start = time.time()
-                        _save(accelerator, run_dir, model, optimizer, scheduler, progress)
-                if cfg.get("max_steps") and progress["step"] >= cfg["max_steps"]:
-                    break
-            bar.close()
-            progress["train_time"] += time.time() - epoch_start
-
-            metrics = job.evaluate(model, accelerator, autocast)
-            entry = {"epoch": epoch + 1,
-                     "train_loss": progress["loss_sum"] / max(progress["loss_batches"], 1), **metrics}
-            record["epochs"].append(entry)
-            tracker.log({f"eval/{k}": v for k, v in entry.items()}, step=progress["step"])
-            if best is None or entry["primary"] > best["primary"]:
-                best = entry
-                if run["method"]["name"] == "lora" and accelerator.is_main_process:
-                    lora.save_adapter(accelerator.unwrap_model(model), run_dir)
-            accelerator.print(f"[lora-repro] {run['run_id']} epoch {epoch + 1}: "
-                  + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float)))
-            progress.update(epoch=epoch + 1, batch=0, epochs=record["epochs"])
-            _save(accelerator, run_dir, model, optimizer, scheduler, progress)
-            record.update(best_epoch=best["epoch"], best=best)
-            save_record()
-            if cfg.get("max_steps") and progress["step"] >= cfg["max_steps"]:
-                break
-
-        if job.kind == "nlg":  # decode with the best epoch's adapter and score it
+        ctx = {"run": run, "cfg": cfg, "job": job, "accelerator": accelerator, "model": model,
+               "optimizer": optimizer, "scheduler": scheduler, "method": method, "run_dir": run_dir,
+               "batches_per_epoch": batches_per_epoch, "autocast": _autocast(cfg["precision"], accelerator.device)}
+        run_epochs(ctx, record, progress, save_record, tracker)
+        if job.kind == "nlg":  # decode with the best epoch's weights and score
             unwrapped = accelerator.unwrap_model(model)
-            if run["method"]["name"] == "lora":
-                lora.load_adapter(unwrapped, run_dir)
-            record["generation"] = job.final_evaluate(unwrapped, autocast)
+            method.load(unwrapped, run_dir)
+            record["generation"] = job.final_evaluate(unwrapped, ctx["autocast"])
             record["best"] = {**record["best"], **{k: v for k, v in record["generation"].items()
                                                    if k != "samples"}}
         record.update(
@@ -308,7 +298,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, OSError, NaNLossError)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -320,6 +310,13 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("LORA_REPRO_TRACEBACK") or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # in a sweep the launcher marks this job failed and the others go on
         sys.exit(1)
+
+
+def main() -> None:
+    """`python -m lora_repro.train ...` (torchrun too): the same checks as `lora-repro train`."""
+    from lora_repro.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

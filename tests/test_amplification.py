@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from analysis.amplification import amplification, top_singular_vectors
-from analysis.table7 import build_table, our_row, paper_rows, write_table
+from analysis.tables.formats import write
+from analysis.tables.table7_amplification import our_row, paper_rows, table7
 
 OUT, IN, RANK = 40, 30, 3
 SPECTRUM = torch.linspace(20.0, 1.0, IN, dtype=torch.float64)
@@ -85,8 +86,8 @@ def test_table7_files_put_ours_beside_the_paper(weight, tmp_path):
     W, U, V = weight
     result = amplification(W, planted(U, V, [27, 28, 29]), RANK)
     labels = {"model": "tiny_bert", "task": "sst2", "tier": "quick", "reference": "runs/x"}
-    table = build_table([our_row(result, labels, layer=1, n_layers=4, target="q", rank=RANK)])
-    md, tex, csv = write_table(table, tmp_path)
+    table = table7([our_row(result, labels, layer=1, n_layers=4, target="q", rank=RANK)])
+    md, tex, csv = write(table, tmp_path).paths
     text = md.read_text()
     assert "| paper | GPT-3 175B | not stated | 48 of 96 | q | 4 | published | 0.32 |" in text
     assert "| ours | tiny_bert | sst2 | 2 of 4 | q | 3 | quick |" in text

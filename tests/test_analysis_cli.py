@@ -1,11 +1,18 @@
-"""`analyze similarity / amplification / figures` on tiny runs of ours and on the authors' checkpoint."""
+"""`analyze similarity / amplification / figures` on tiny runs of ours and on the authors' checkpoint;
+the import flow (lora_repro never imports analysis when imported; analysis reads records only through
+lora_repro.records)."""
+import ast
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import transformers
 
+import analysis
+import lora_repro
 from analysis.cli import main
 from lora_repro import lora
 
@@ -109,3 +116,30 @@ def test_authors_checkpoint(shared_data, tmp_path, capsys):
     assert "does not record its base model" in capsys.readouterr().err
     assert main(["amplification", checkpoint]) == 2
     assert "pass alpha=" in capsys.readouterr().err
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The modules a file imports when it is imported (not those imported inside a function)."""
+    tree = ast.parse(path.read_text())
+    in_functions = {id(node) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for node in ast.walk(f)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in in_functions:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_library_never_imports_analysis_when_imported():
+    for path in Path(lora_repro.__file__).parent.rglob("*.py"):
+        imported = module_level_imports(path)
+        assert not {n for n in imported if n == "analysis" or n.startswith("analysis.")}, path
+
+
+def test_analysis_reads_records_only_through_lora_repro_records():
+    for path in Path(analysis.__file__).parent.rglob("*.py"):
+        assert not re.search(r"""["']record\.json["']\s*\)""", path.read_text()), path

@@ -25,6 +25,12 @@ EXPECTED_MODULES = {
         "o": "encoder.layer.1.attention.output.dense",
     },
     "tiny_gpt2": {"q": "h.1.attn.c_attn", "v": "h.1.attn.c_attn", "o": "h.1.attn.c_proj"},
+    "tiny_llama": {
+        "q": "layers.1.self_attn.q_proj",
+        "k": "layers.1.self_attn.k_proj",
+        "v": "layers.1.self_attn.v_proj",
+        "o": "layers.1.self_attn.o_proj",
+    },
 }
 
 

@@ -156,3 +156,65 @@ def test_report_cli_lists_every_claim_with_a_verdict(tmp_path, capsys):
     assert "LoRA − FT per task: SST-2 -1.0" in text  # more than 0.5 points behind
     assert verdicts[5] == report.NOT_REPRODUCED
     assert "CPU x86_64, 2 cores, 1 torch threads (2 runs)" in text
+
+
+# -- provenance: uncommitted code, absolute paths, reused copies ---------------------------------
+
+def test_records_from_uncommitted_code_are_counted_and_listed(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "table_rank", "clean", rank=1)
+    write_run(runs, "table_rank", "dirty1", rank=2, git_commit="abc123+dirty")
+    write_run(runs, "table_targets", "dirty2", git_commit="abc123+dirty")
+    _, text = build(tmp_path, runs)
+    assert "Uncommitted code: 2 of 3 records were made from a tree with uncommitted changes" in text
+    section = text.split("## Records from uncommitted code\n")[1].split("\n## ")[0]
+    assert "- `abc123+dirty` (2): `table_rank/dirty1`, `table_targets/dirty2`" in section
+    assert "clean" not in section
+
+
+def test_clean_records_say_so(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "table_rank", "clean", rank=1)
+    _, text = build(tmp_path, runs)
+    assert "Uncommitted code: none; every record names a clean commit." in text
+
+
+def test_report_prints_no_absolute_path(tmp_path):
+    from lora_repro.records import PROJECT_ROOT
+
+    runs = tmp_path / "runs"
+    glue_dir = tmp_path / "my_machine" / "glue_data"
+    write_run(runs, "table_glue", "outside", config={"task": {"data_dir": str(glue_dir)}})
+    write_run(runs, "table_glue", "beside", task="rte",
+              config={"task": {"data_dir": str(PROJECT_ROOT / ".." / "shared" / "data" / "glue")}})
+    write_run(runs, "table_glue", "oom", task="cola", status="failed", best=None,
+              error=f"FileNotFoundError: {glue_dir}/CoLA/dev.tsv not found")
+    write_run(runs, "table_rank", "local_model", model=str(tmp_path / "models" / "my_bert"))
+    _, text = build(tmp_path, runs)
+    assert str(tmp_path) not in text and str(PROJECT_ROOT) not in text
+    assert "| $GLUE_DIR |" in text  # named by its variable, as the config named it
+    assert "| ../shared/data/glue |" in text  # beside the project: relative to its root
+    assert "`table_glue/oom` failed" in text and "FileNotFoundError: $" not in text
+    assert "…/CoLA/dev.tsv not found" in text or "…/dev.tsv not found" in text
+
+
+def test_reused_copies_are_counted_apart_from_runs(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "table_rank", "abc", rank=8)
+    write_run(runs, "table_targets", "abc", rank=8, reused_from="results/runs/table_rank/abc")
+    write_run(runs, "table_rank", "def", rank=1)
+    _, text = build(tmp_path, runs)
+    assert "Records: 3 under" in text
+    assert "Runs: 2 distinct (by run_id); 1 of the records are reused copies" in text
+    assert "1 torch threads (2 runs)" in text  # the copy is not a second run on the machine
+    summary = [line for line in text.splitlines() if line.startswith("| table_targets |")]
+    assert summary and summary[0].endswith("| 1 | 0 |")  # reused 1, seeds 0
+
+
+def test_runs_not_done_are_listed_with_their_status(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "table_rank", "done", rank=1)
+    write_run(runs, "table_rank", "cut", rank=2, status="interrupted", best=None)
+    _, text = build(tmp_path, runs)
+    assert "`table_rank/cut` interrupted" in text
+    assert "1 done, 1 interrupted" in text

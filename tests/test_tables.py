@@ -1,5 +1,6 @@
 """analysis.tables on synthetic records: ours as mean ± std over seeds, missing cells missing,
-failed runs counted, the paper's numbers beside ours and labelled, every file written."""
+runs not done (failed, running, interrupted) counted, the paper's numbers beside ours and
+labelled, every file written by the one renderer."""
 import math
 
 import pandas as pd
@@ -7,6 +8,9 @@ import pytest
 
 from analysis import tables
 from analysis.cli import main
+from analysis.tables.formats import markdown
+from analysis.tables.paper import PAPER_DIR, paper_numbers
+from analysis.tables.table7_amplification import table7
 from lora_repro.records import write_record
 
 
@@ -76,6 +80,20 @@ def test_missing_cells_are_missing_and_failed_runs_counted(runs, tmp_path):
     assert q["r=2"] == "—"  # never run: missing, not filled in
     assert row_of(table.frame, source="ours", weights="{q,k,v,o}")["r=1"] == "—"
     assert "2 failed" in table.notes[0]
+
+
+def test_interrupted_runs_are_counted_not_dropped(runs, tmp_path):
+    write_run(runs, "table_rank", "qv64s0", targets=["q", "v"], rank=64, status="interrupted")
+    write_run(runs, "table_rank", "qv64s1", targets=["q", "v"], rank=64, seed=1, status="running")
+    write_run(runs, "table_rank", "qv8s1", targets=["q", "v"], rank=8, seed=1, status="interrupted")
+    table = render(runs, tmp_path, "table_rank", tier="quick")
+    qv = row_of(table.frame, source="ours", weights="{q,v}")
+    assert qv["r=64"] == "— (1 running, 1 interrupted)"
+    assert qv["r=8"] == "85.0 (n=1; 1 interrupted)"  # the finished seed still makes the number
+    assert "0 finished" not in table.notes[0]
+    assert "2 running, 2 failed, 2 interrupted runs" in table.notes[0]
+    ours = table.tidy[(table.tidy["source"] == "ours") & (table.tidy["targets"] == "q,v")]
+    assert ours["interrupted"].sum() == 2 and ours["running"].sum() == 1
 
 
 def test_tier_filter_and_labels(runs, tmp_path):
@@ -179,6 +197,20 @@ def test_e2e_rank_sweep_shows_table18_and_its_plot(tmp_path):
     assert table.figures[0].stat().st_size > 1000
 
 
+def test_table7_is_written_by_the_one_renderer(tmp_path):
+    row = {"source": "ours", "model": "minilm_l6", "task": "sst2", "layer": "3 of 6", "target": "q",
+           "rank": 8, "tier": "quick", "proj_delta": 0.69, "proj_W": 12.2, "proj_random": 0.67,
+           "norm_W": 31.4, "norm_delta": 1.82, "factor": 2.64, "reference": "runs/x"}
+    table = table7([row], ["a note"])
+    text = markdown(table)
+    assert text.startswith("**Table 7: ||U^T W V^T||_F")
+    assert "| ours | minilm_l6 | sst2 | 3 of 6 | q | 8 | quick | 0.69 | 12.2 |" in text
+    assert text.endswith("- a note\n")
+    (md, tex, csv) = tables.write(table, tmp_path).paths
+    assert r"$\|\Delta W\|_F$" in tex.read_text() and r"{lllllllrrrrrr}" in tex.read_text()
+    assert list(pd.read_csv(csv)["reference"])[-1] == "runs/x"  # the csv keeps what the md leaves out
+
+
 def test_unknown_experiment_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(tables.TableError, match="valid experiments are table_glue, table_e2e"):
         tables.render("table_nope", tmp_path)
@@ -196,15 +228,15 @@ def test_cli_writes_the_tables(runs, tmp_path, capsys):
 
 
 def test_paper_numbers_are_consistent_and_labelled():
-    glue = pd.read_csv(tables.PAPER_DIR / "table2_glue.csv", keep_default_na=False)
+    glue = pd.read_csv(PAPER_DIR / "table2_glue.csv", keep_default_na=False)
     for _, group in glue.groupby(["paper_model", "method", "setup", "trainable_params_m"]):
         tasks = group[group["task"] != "avg"]["value"].astype(float)
         assert len(tasks) == 8
         assert abs(tasks.mean() - float(group[group["task"] == "avg"]["value"].iloc[0])) < 0.051
     for name in ("table2_glue", "table3_e2e", "table5_targets", "table6_rank",
                  "table13_14_dart_webnlg", "table18_e2e_rank"):
-        paper = tables.paper_numbers(name)
+        paper = paper_numbers(name)
         assert (paper["paper_model"] != "").all() and (paper["dataset"] != "").all(), name
         assert paper["value"].astype(float).notna().all(), name
-    assert set(tables.paper_numbers("table5_targets")["paper_model"]) == {"GPT-3 175B"}
-    assert len(tables.paper_numbers("table6_rank")) == 2 * 3 * 5
+    assert set(paper_numbers("table5_targets")["paper_model"]) == {"GPT-3 175B"}
+    assert len(paper_numbers("table6_rank")) == 2 * 3 * 5

@@ -21,6 +21,9 @@ class ResumeSweeperConf:
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
     tiers: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    # drop (and name) the jobs the tier has no hyperparameters for, e.g. full FT of DeBERTa XXL,
+    # whose Table 2 numbers the paper copies from prior work
+    skip_without_hparams: bool = False
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSweeperConf,
@@ -29,9 +32,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSw
 
 class ResumeSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
-                 tiers: Optional[Dict[str, Dict[str, str]]] = None) -> None:
+                 tiers: Optional[Dict[str, Dict[str, str]]] = None, skip_without_hparams: bool = False) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.tiers = dict(tiers or {})
+        self.skip_without_hparams = skip_without_hparams
 
     def _parse_config(self) -> List[str]:
         params = dict(self.params or {})
@@ -43,21 +47,32 @@ class ResumeSweeper(BasicSweeper):
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-        todo = [job for job in jobs if not self._is_done(job)]
+        if self.skip_without_hparams:
+            from lora_repro.plan import drop_jobs_without_hparams
+
+            jobs = drop_jobs_without_hparams(jobs, lambda job: self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(job)))
+        runs = {tuple(job): self._resolve(job) for job in jobs}
+        todo = [job for job in jobs if runs[tuple(job)]["force"] or not _done(runs[tuple(job)]["run_dir"])]
+        # Stage 2: runs that start from another run of this sweep (the paper's MRPC, RTE, STS-B
+        # from MNLI) wait until stage 1 has ended (Hydra launches batches one after the other).
+        waiting = {runs[tuple(job)]["run_dir"] for job in todo}
+        later = [job for job in todo if (runs[tuple(job)]["init_from"] or {}).get("run_dir") in waiting]
+        first = [job for job in todo if job not in later]
         print(f"[lora-repro] sweep: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
-              f"{len(todo)} to run", flush=True)
-        if not todo:
-            return []
-        size = max_batch_size or len(todo)
-        return [todo[i:i + size] for i in range(0, len(todo), size)]
+              f"{len(todo)} to run" + (f" ({len(later)} in a second stage, after the runs they start from)"
+                                       if later else ""), flush=True)
+        size = max_batch_size or max(len(first), len(later), 1)
+        return [stage[i:i + size] for stage in (first, later) for i in range(0, len(stage), size)]
 
-    def _is_done(self, job: List[str]) -> bool:
+    def _resolve(self, job: List[str]) -> dict:
         from lora_repro.config import resolve
-        from lora_repro.records import adopt_twin, read_record
 
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        if cfg.get("force", False):
-            return False
-        run_dir = resolve(cfg)["run_dir"]
-        record = read_record(run_dir) or adopt_twin(run_dir)  # a twin in another experiment counts
-        return bool(record) and record.get("status") == "done"
+        return resolve(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+
+
+def _done(run_dir) -> bool:
+    from lora_repro.records import adopt_twin, read_record
+
+    record = read_record(run_dir) or adopt_twin(run_dir)  # a twin in another experiment counts
+    return bool(record) and record.get("status") == "done"

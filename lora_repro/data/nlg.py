@@ -1,4 +1,4 @@
-"""NLG data for GPT-2: E2E, WebNLG 2017 and DART as (source, reference) pairs; their LM encoding.
+"""NLG data for a causal LM: E2E, WebNLG 2017 and DART as (source, reference) pairs; their encoding.
 
     pairs = load_nlg("e2e", "train", data_dir="../shared/data/e2e")  # source, reference
     items = group_references(load_nlg("e2e", "validation"))        # source, references
@@ -9,7 +9,9 @@ Sources are linearized as the LoRA authors' code does (microsoft/LoRA, examples/
     WebNLG  Aarhus_Airport : cityServed : Aarhus | Aarhus : leaderName : Jacob_Bundsgaard
     DART    as WebNLG, with each relation lowercased
 and the model reads `source <eos> " " reference <eos>` (their gpt2_encode.py): the first eos
-separates, the loss covers the reference and the final eos only (their data_utils.py mask).
+separates, the loss covers the reference and the final eos only (their data_utils.py mask). The
+same layout serves any tokenizer (SmolLM2's eos is <|im_end|>; no chat template), preceded by the
+special tokens the tokenizer itself puts before a text (a Llama-2/3 bos; none for GPT-2, SmolLM2).
 """
 
 from __future__ import annotations
@@ -164,9 +166,22 @@ def load_gpt2_tokenizer(directory: str | os.PathLike):
     return GPT2Tokenizer.from_pretrained(str(directory))
 
 
+def leading_special_ids(tokenizer) -> list[int]:
+    """The ids a tokenizer puts before any text of its own accord: [bos] for Llama-2/3, [] for
+    GPT-2 and SmolLM2 (whatever it appends, e.g. an eos, is left out)."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    marked = tokenizer.encode("a", add_special_tokens=True)
+    for start in range(len(marked) - len(plain) + 1):
+        if marked[start:start + len(plain)] == plain:
+            return marked[:start]
+    raise ValueError(f"{type(tokenizer).__name__} encodes 'a' as {plain} alone but {marked} with "
+                     "its special tokens: cannot tell which of them lead")
+
+
 def encode_prompt(source: str, tokenizer) -> list[int]:
-    """The generation prompt: the source's tokens and the separating eos."""
-    return tokenizer.encode(source, add_special_tokens=False) + [tokenizer.eos_token_id]
+    """The generation prompt: leading special tokens (if any), the source, the separating eos."""
+    source_ids = tokenizer.encode(source, add_special_tokens=False)
+    return leading_special_ids(tokenizer) + source_ids + [tokenizer.eos_token_id]
 
 
 def encode_pair(source: str, reference: str, tokenizer, max_length: int | None = None) -> dict:
@@ -181,13 +196,13 @@ def tokenize_nlg(
     pairs: datasets.Dataset, tokenizer, max_length: int | None = None
 ) -> datasets.Dataset:
     """encode_pair over a pairs dataset (unpadded; the collator pads labels with IGNORE_INDEX)."""
-    eos = tokenizer.eos_token_id
+    eos, lead = tokenizer.eos_token_id, leading_special_ids(tokenizer)
 
     def encode(batch):
         sources = tokenizer(batch["source"], add_special_tokens=False)["input_ids"]
         spaced = [" " + reference for reference in batch["reference"]]
         references = tokenizer(spaced, add_special_tokens=False)["input_ids"]
-        rows = [_join(s + [eos], r, eos, max_length) for s, r in zip(sources, references)]
+        rows = [_join(lead + s + [eos], r, eos, max_length) for s, r in zip(sources, references)]
         return {key: [row[key] for row in rows] for key in rows[0]}
 
     return pairs.map(encode, batched=True, remove_columns=pairs.column_names)

@@ -4,10 +4,12 @@
     model = transformers.AutoModel.from_pretrained(...)
     lora.inject(model, targets=("q", "v"), rank=8, alpha=8)
     lora.delta_weights(model)[(0, "q")]   # (alpha/r) B A of layer 0's Wq, out x in
+    torch.optim.AdamW(lora.param_groups(model, lr=2e-4, lr_ratio=16))   # LoRA+: B at 16 x lr
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -15,7 +17,7 @@ import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
 from lora_repro.architectures import TARGETS, Site, family_of, find_sites
-from lora_repro.lora.layers import INITS, LoRAWrapper
+from lora_repro.lora.layers import INITS, SCALINGS, LoRAWrapper, init_seed
 
 BIAS_MODES = ("none", "all", "lora_only")
 _SPEC_ATTR = "lora_repro_spec"  # set on an adapted model: how it was adapted
@@ -24,7 +26,12 @@ _MERGED_ATTR = "_lora_repro_merged"  # wrappers taken out of the forward pass by
 
 @dataclass
 class LoRASpec:
-    """How a model was adapted: everything needed to rebuild the same adapter on the same model."""
+    """How a model was adapted: everything needed to rebuild the same adapter on the same model.
+
+    scaling: "standard" (alpha / r) or "rslora" (alpha / sqrt(r)). init_stream: "per_adapter"
+    (each A from its own stream, see layers.init_seed); "shared" marks adapters saved before
+    that, whose A's came from one generator seeded once and run through the sites in order.
+    """
 
     targets: list[str]
     ranks: dict[str, int]
@@ -38,6 +45,8 @@ class LoRASpec:
     seed: int | None = None
     family: str = ""
     model: str = ""
+    scaling: str = "standard"
+    init_stream: str = "per_adapter"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,12 +139,15 @@ def inject(
     bias: str = "none",
     trainable_modules=(),
     seed: int | None = None,
+    scaling: str = "standard",
 ) -> nn.Module:
     """Adapt `targets` of `model` in place with LoRA and freeze everything else.
 
     rank/alpha: h = W x + (alpha / r) B A x; `ranks` overrides the rank per target (r_q=8, r_v=8).
+    scaling: "standard" (alpha / r) or "rslora" (alpha / sqrt(r), Kalajdzievski 2023).
     init: "gaussian" (A ~ N(0, sigma^2), the paper) or "kaiming" (loralib); B = 0 either way, so
-    the adapted model starts equal to the pretrained one. `seed` seeds A (else torch's global RNG).
+    the adapted model starts equal to the pretrained one. Each A has its own stream seeded from
+    (seed, layer, target, rank); without `seed`, one is drawn from torch's global RNG and recorded.
     bias: which biases train ("none" | "all" | "lora_only"); trainable_modules: names of modules
     that train in full (e.g. the classifier head, as in the paper's GLUE runs).
     """
@@ -147,6 +159,8 @@ def inject(
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}: valid inits are {', '.join(INITS)}")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}: valid scalings are {', '.join(SCALINGS)}")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
     if bias not in BIAS_MODES:
@@ -164,7 +178,11 @@ def inject(
             )
     sites, rank_of = plan(model, targets, rank, ranks, layers)
 
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if seed is None:
+        seed = int(torch.randint(2**31 - 1, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = int(seed)
     wrappers: dict[str, LoRAWrapper] = {}
     for site in sites:
         wrapper = wrappers.get(site.module_name)
@@ -172,9 +190,9 @@ def inject(
             base = model.get_submodule(site.module_name)
             wrapper = wrappers[site.module_name] = LoRAWrapper(base, dropout)
             wrapper.layer_index = site.layer
-        wrapper.add_target(
-            site.target, rank_of[site.target], alpha, site.out_slice, init, sigma, generator
-        )
+        r = rank_of[site.target]
+        generator = torch.Generator().manual_seed(init_seed(seed, site.layer, site.target, r))
+        wrapper.add_target(site.target, r, alpha, site.out_slice, init, sigma, generator, scaling)
     for name, wrapper in wrappers.items():
         _set_submodule(model, name, wrapper)
 
@@ -191,6 +209,7 @@ def inject(
         seed=seed,
         family=family_of(model).name,
         model=_model_name(model),
+        scaling=scaling,
     )
     setattr(model, _SPEC_ATTR, spec)
     mark_trainable(model)
@@ -230,7 +249,7 @@ def wrappers(model: nn.Module) -> dict[str, LoRAWrapper]:
 
 
 def merge(model: nn.Module) -> nn.Module:
-    """Fold (alpha/r) B A into W and put the plain base modules back: no LoRA left in the forward
+    """Fold scaling * B A into W and put the plain base modules back: no LoRA left in the forward
     pass, so inference costs what the base model costs. `unmerge` undoes it."""
     spec_of(model)
     merged = getattr(model, _MERGED_ATTR, {})
@@ -245,7 +264,7 @@ def merge(model: nn.Module) -> nn.Module:
 
 
 def unmerge(model: nn.Module) -> nn.Module:
-    """Subtract (alpha/r) B A from W again and put the LoRA wrappers back into the forward pass."""
+    """Subtract scaling * B A from W again and put the LoRA wrappers back into the forward pass."""
     merged = getattr(model, _MERGED_ATTR, {})
     for name, wrapper in merged.items():
         wrapper.unmerge_from_base()
@@ -260,7 +279,7 @@ def is_merged(model: nn.Module) -> bool:
 
 
 def factors(model: nn.Module) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, float]]:
-    """(layer, target) -> (A (r x in), B (out x r), scaling alpha/r), detached."""
+    """(layer, target) -> (A (r x in), B (out x r), scaling alpha/r or alpha/sqrt(r)), detached."""
     out = {}
     for wrapper in wrappers(model).values():
         for target, A in wrapper.lora_A.items():
@@ -270,8 +289,32 @@ def factors(model: nn.Module) -> dict[tuple[int, str], tuple[torch.Tensor, torch
 
 
 def delta_weights(model: nn.Module) -> dict[tuple[int, str], torch.Tensor]:
-    """(layer, target) -> ΔW = (alpha/r) B A in W's orientation (out x in)."""
+    """(layer, target) -> ΔW = scaling * B A in W's orientation (out x in)."""
     return {key: scaling * (B @ A) for key, (A, B, scaling) in factors(model).items()}
+
+
+def param_groups(model: nn.Module, lr: float, lr_ratio: float = 1.0,
+                 weight_decay: float = 0.0) -> list[dict]:
+    """AdamW parameter groups for LoRA+ (Hayou et al. 2024): every B factor learns at
+    lr_ratio * lr; A factors and every other trainable parameter (e.g. the task head) at lr.
+
+    Only trainable parameters, in the model's order; an empty group is left out, so lr_ratio=1
+    on a model without LoRA gives one group. Each group carries a "name" ("lora_B" or "base").
+    """
+    if isinstance(lr_ratio, bool) or not isinstance(lr_ratio, (int, float)) or not lr_ratio > 0:
+        raise ValueError(f"lr_ratio must be a number > 0, got {lr_ratio!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    B_ids = {id(B) for w in wrappers(model).values() for B in w.lora_B.values()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if lr_ratio != 1 and not any(id(p) in B_ids for p in trainable):
+        raise ValueError(f"lr_ratio={lr_ratio} sets the learning rate of LoRA's B factors, but "
+                         "this model has no trainable B factor: use lr_ratio=1")
+    groups = [
+        {"name": "base", "params": [p for p in trainable if id(p) not in B_ids], "lr": lr},
+        {"name": "lora_B", "params": [p for p in trainable if id(p) in B_ids], "lr": lr * lr_ratio},
+    ]
+    return [{**g, "weight_decay": weight_decay} for g in groups if g["params"]]
 
 
 def target_weight(model: nn.Module, layer: int, target: str) -> torch.Tensor:

@@ -7,12 +7,14 @@ with `adapter.json` beside it saying how the adapter was made (also kept in the 
     lora.save_adapter(model, "runs/x")          # runs/x/adapter.safetensors + runs/x/adapter.json
     lora.read_factors("runs/x")                 # {(layer, target): (A, B, scaling)}
     lora.read_factors("roberta_base_lora_mnli.bin", alpha=16)   # a loralib state dict
+    lora.initial_factors("runs/x")              # {(layer, target): A as initialised}
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from lora_repro.lora.core import (
     unmerge,
     wrappers,
 )
+from lora_repro.lora.layers import init_seed, initial_A, scale_of
 from lora_repro.records import atomic_write
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -111,12 +114,17 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
             model, targets=spec.targets, rank=max(spec.ranks.values()), alpha=spec.alpha, dropout=spec.dropout,
             init=spec.init, ranks=spec.ranks, layers=spec.layers, sigma=spec.sigma,
             bias=spec.bias, trainable_modules=spec.trainable_modules, seed=spec.seed,
+            scaling=spec.scaling,
         )
-    elif (spec_of(model).targets, spec_of(model).ranks) != (spec.targets, spec.ranks):
-        raise ValueError(
-            f"adapter at {path} has targets {spec.targets} ranks {spec.ranks}; the model carries "
-            f"targets {spec_of(model).targets} ranks {spec_of(model).ranks}"
-        )
+        spec_of(model).init_stream = meta.get("init_stream", "shared")  # as it was made
+    else:
+        carried = spec_of(model)
+        if (carried.targets, carried.ranks, carried.scaling) != (spec.targets, spec.ranks, spec.scaling):
+            raise ValueError(
+                f"adapter at {path} has targets {spec.targets} ranks {spec.ranks} scaling "
+                f"{spec.scaling}; the model carries targets {carried.targets} ranks "
+                f"{carried.ranks} scaling {carried.scaling}"
+            )
     state = load_file(str(weights_path))
     lora_params = {}
     for wrapper in wrappers(model).values():
@@ -154,8 +162,10 @@ def _peft_config(model: nn.Module):
     for name, wrapper in wrappers(model).items():
         first = next(iter(wrapper.lora_A))
         module_rank[name] = sum(A.shape[0] for A in wrapper.lora_A.values())
-        # PEFT scales the whole module by alpha/r; per-slice scalings are folded into B below.
-        module_alpha[name] = wrapper.scaling[first] * module_rank[name]
+        # PEFT scales the whole module by alpha/r (rsLoRA: alpha/sqrt(r)); per-slice scalings
+        # are folded into B below.
+        rank_term = math.sqrt(module_rank[name]) if spec.scaling == "rslora" else module_rank[name]
+        module_alpha[name] = wrapper.scaling[first] * rank_term
         fan_in_fan_out |= wrapper.fan_in_fan_out
     r = Counter(module_rank.values()).most_common(1)[0][0]
     alpha = Counter(module_alpha.values()).most_common(1)[0][0]
@@ -169,6 +179,7 @@ def _peft_config(model: nn.Module):
         fan_in_fan_out=fan_in_fan_out,
         bias=spec.bias,
         modules_to_save=list(spec.trainable_modules) or None,
+        use_rslora=spec.scaling == "rslora",
     )
 
 
@@ -262,7 +273,8 @@ def _read_ours(path: Path) -> Factors:
         if key.startswith("lora.") and key.endswith(".A"):
             _, layer, target, _ = key.split(".")
             B = state[f"lora.{layer}.{target}.B"]
-            out[(int(layer), target)] = (A, B, meta["alpha"] / A.shape[0])
+            scaling = scale_of(meta["alpha"], A.shape[0], meta.get("scaling", "standard"))
+            out[(int(layer), target)] = (A, B, scaling)
     return _sorted(out)
 
 
@@ -361,3 +373,34 @@ def _read_loralib(path: Path, alpha: float | None, fused_slices) -> Factors:
     if not out:
         raise ValueError(f"{path}: no loralib factors (keys ending in lora_A / lora_B) on q, k, v, o")
     return _sorted(out)
+
+
+# ---------------------------------------------------------------- the A's an adapter started from
+
+def initial_factors(source) -> dict[tuple[int, str], torch.Tensor]:
+    """(layer, target) -> A (r x in, float32) as initialised, recomputed from how it was made.
+
+    `source`: an adapted model, or a run folder / adapter file of ours. Needs only the recorded
+    seed, init, sigma and the shapes (layers, targets, ranks, widths), never the trained weights:
+    the control for Section 7, whose phi between initial A's says what initialisation alone gives.
+    Adapters saved before per-adapter streams (init_stream "shared") are replayed from their one
+    generator, seeded once and drawn through the sites in order, as they were made.
+    """
+    if isinstance(source, nn.Module):
+        spec = spec_of(source)
+        meta = spec.to_dict()
+        shapes = {key: tuple(A.shape) for key, (A, _, _) in factors(source).items()}
+    else:
+        meta = read_adapter_meta(source)
+        meta.setdefault("init_stream", "shared")
+        shapes = {key: tuple(A.shape) for key, (A, _, _) in _read_ours(Path(source)).items()}
+    seed, stream = meta.get("seed"), meta["init_stream"]
+    if seed is None:
+        raise ValueError(f"{source}: no seed recorded, so its initial A's cannot be recomputed")
+    shared = torch.Generator().manual_seed(seed) if stream == "shared" else None
+    out = {}
+    for (layer, target), (rank, d_in) in _sorted(shapes).items():
+        generator = shared if stream == "shared" else torch.Generator().manual_seed(
+            init_seed(seed, layer, target, rank))
+        out[(layer, target)] = initial_A(rank, d_in, meta["init"], meta["sigma"], generator)
+    return out
