@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 RECORD_FILE = "record.json"
+PREDICTIONS_FILE = "predictions.json"  # the best epoch's per-example dev predictions (GLUE)
 STATUSES = ("running", "done", "failed", "interrupted")  # interrupted: preempted/stopped, resumes
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,3 +187,10 @@ def new_record(run: dict) -> dict:
         "git_commit": git_commit(),
         "device": device_info(),
     }
+
+
+def read_predictions(run_dir) -> dict | None:
+    """The best epoch's per-example dev predictions of a GLUE run: {epoch, splits: {split:
+    {prediction: [...], label: [...]}}}, or None for a run that has none (NLG, older runs)."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -76,7 +76,7 @@ class GlueJob:
     @torch.no_grad()
     def evaluate(self, model, accelerator, autocast) -> dict:
         model.eval()
-        metrics = {}
+        metrics, self.predictions = {}, {}
         for split, dataset in self.eval_sets.items():
             loader = accelerator.prepare_data_loader(DataLoader(
                 dataset, batch_size=self.train_cfg["eval_batch_size"], collate_fn=self.collate
@@ -88,7 +88,11 @@ class GlueJob:
                 out, gold = accelerator.gather_for_metrics((out, batch["labels"]))
                 logits.append(out.cpu())
                 labels.append(gold.cpu())
-            scores = glue_metrics(self.run["task"], torch.cat(logits).numpy(), torch.cat(labels).numpy())
+            logits, labels = torch.cat(logits), torch.cat(labels)
+            scores = glue_metrics(self.run["task"], logits.numpy(), labels.numpy())
+            # per-example predictions: the paired bootstrap of the report's verdicts needs them
+            predicted = logits[:, 0] if logits.shape[1] == 1 else logits.argmax(-1)
+            self.predictions[split] = {"prediction": predicted.tolist(), "label": labels.tolist()}
             suffix = "" if len(self.eval_sets) == 1 else "_" + split.removeprefix("validation_")
             metrics.update({f"{k}{suffix}": v for k, v in scores.items() if k != "primary"})
             if "primary" not in metrics:  # the first eval split carries the headline number

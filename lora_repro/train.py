@@ -31,7 +31,14 @@ from tqdm.auto import tqdm  # noqa: E402
 from lora_repro import methods  # noqa: E402
 from lora_repro.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint  # noqa: E402
 from lora_repro.config import resolve  # noqa: E402
-from lora_repro.records import adopt_twin, new_record, read_record, write_record  # noqa: E402
+from lora_repro.records import (  # noqa: E402
+    PREDICTIONS_FILE,
+    adopt_twin,
+    atomic_write_json,
+    new_record,
+    read_record,
+    write_record,
+)
 from lora_repro.tasks import epoch_batches, make_job  # noqa: E402
 from lora_repro.tracking import Tracker  # noqa: E402
 
@@ -181,6 +188,9 @@ def run_epochs(ctx: dict, record: dict, progress: dict, save_record, tracker) ->
             best = entry
             if accelerator.is_main_process:
                 ctx["method"].save(accelerator.unwrap_model(model), ctx["run_dir"])
+                if getattr(ctx["job"], "predictions", None):  # the best epoch's dev predictions
+                    atomic_write_json(Path(ctx["run_dir"]) / PREDICTIONS_FILE,
+                                      {"epoch": epoch + 1, "splits": ctx["job"].predictions})
         accelerator.print(f"[lora-repro] {ctx['run']['run_id']} epoch {epoch + 1}: "
                           + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float)))
         progress.update(epoch=epoch + 1, batch=0, epochs=record["epochs"])

@@ -237,3 +237,21 @@ def test_torchrun_ddp_splits_the_batches_and_writes_one_record(tmp_path, glue_di
     assert record["status"] == "done"
     assert record["optimizer_steps"] == 48 // 8 // 2  # 48 rows, batch 8, two processes
     assert result.stdout.count("[lora-repro] done") == 1  # only the main process reports
+
+
+def test_a_glue_run_keeps_its_best_epochs_dev_predictions(tmp_path, glue_dir):
+    from lora_repro.records import read_predictions
+
+    record = train(compose_run(tmp_path, *TINY))
+    saved = read_predictions(record["run_dir"])
+    assert saved["epoch"] == record["best_epoch"]
+    split = saved["splits"]["validation"]
+    assert len(split["prediction"]) == len(split["label"]) == 32  # eval_limit
+    accuracy = sum(p == y for p, y in zip(split["prediction"], split["label"])) / 32
+    assert accuracy == pytest.approx(record["best"]["accuracy"])
+
+
+def test_head_only_control_trains_the_head_alone(tmp_path, glue_dir):
+    record = train(compose_run(tmp_path, *TINY, "method=head_only", "train.epochs=1"))
+    assert record["status"] == "done" and record["parameters"]["method"] == 0
+    assert 0 < record["parameters"]["trainable"] < record["parameters"]["total"] / 10

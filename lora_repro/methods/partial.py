@@ -69,3 +69,27 @@ BITFIT = register(Method(
     families=tuple(n for n, f in FAMILIES.items() if f.layout is None or f.layout.biases),
     summary="BitFit: only the bias vectors (and the task head) train",
 ))
+
+
+@dataclass
+class HeadOnlyConfig:
+    """The control of Tables 5 and 6: no adapter, only the task head trains; no fields of its own."""
+
+    name: str = "head_only"
+
+
+def apply_head_only(model: nn.Module, cfg: HeadOnlyConfig, head_modules, seed: int = 0) -> nn.Module:
+    heads = set(common.head_parameters(model, head_modules))
+    if not heads:
+        raise ValueError("method='head_only' needs a task head (a classification task): this model has none")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in heads)
+    setattr(model, common._OWN, [])
+    setattr(model, common._METHOD, {"name": cfg.name})
+    return model
+
+
+HEAD_ONLY = register(Method(
+    name="head_only", config=HeadOnlyConfig, apply=apply_head_only, save=common.save, load=common.load,
+    count=common.count, summary="control: the task head alone trains (0 parameters of the method's own)",
+))
