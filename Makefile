@@ -13,6 +13,8 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export OMP_WAIT_POLICY ?= PASSIVE
 export GLUE_DIR ?= $(abspath $(wildcard ../shared/data/glue))
+export E2E_DIR ?= $(abspath $(wildcard ../shared/data/e2e))
+export WEBNLG_DIR ?= $(abspath $(wildcard ../shared/data/webnlg_2017))
 
 TIER ?= quick
 LAUNCHER ?= local

@@ -112,12 +112,14 @@ def make_optimizer(model, method, method_cfg, cfg: dict, n_train: int, n_process
     (optimizer, scheduler, batches per epoch)."""
     from transformers import get_scheduler
 
+    batches_per_epoch = math.ceil(n_train / cfg["batch_size"])
+    if not any(p.requires_grad for p in model.parameters()):  # a control that trains nothing
+        return None, None, batches_per_epoch
     if method.param_groups is not None:
         groups = method.param_groups(model, method_cfg, cfg["lr"], cfg["weight_decay"])
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    batches_per_epoch = math.ceil(n_train / cfg["batch_size"])
     if n_processes > 1:  # each process takes every n-th batch (equal counts)
         batches_per_epoch //= n_processes
     steps_per_epoch = math.ceil(batches_per_epoch / cfg["grad_accum"])
@@ -175,6 +177,12 @@ def train_epoch(ctx: dict, epoch: int, progress: dict) -> None:
 def run_epochs(ctx: dict, record: dict, progress: dict, save_record, tracker) -> None:
     """Train and evaluate epoch by epoch; the best epoch's trained weights are kept."""
     cfg, accelerator, model = ctx["cfg"], ctx["accelerator"], ctx["model"]
+    if ctx["optimizer"] is None:  # nothing trains (zero_shot): evaluate the model once, as epoch 0
+        entry = {"epoch": 0, **ctx["job"].evaluate(model, accelerator, ctx["autocast"])}
+        record.update(epochs=[entry], best_epoch=0, best=entry)
+        ctx["method"].save(accelerator.unwrap_model(model), ctx["run_dir"])
+        save_record()
+        return
     best = max(record["epochs"], key=lambda e: e["primary"]) if record["epochs"] else None
     model.train()
     for epoch in range(progress["epoch"], cfg["epochs"]):
@@ -231,8 +239,11 @@ def train(run: dict) -> dict:
             record["init_from"] = {**run["init_from"], "loaded": loaded}
         optimizer, scheduler, batches_per_epoch = make_optimizer(
             model, method, method_cfg, cfg, len(job.train_lengths), accelerator.num_processes)
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-        progress = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
+        if optimizer is None:
+            model, progress = accelerator.prepare(model), None
+        else:
+            model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+            progress = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
         if progress:
             accelerator.print(f"[lora-repro] resuming {run['run_id']} at epoch {progress['epoch'] + 1}, "
                               f"batch {progress['batch']} of {batches_per_epoch}")

@@ -296,3 +296,19 @@ def test_real_smollm2_loads_adapts_trains_decodes_and_scores(shared_data):
     assert 0 < loss.item() < 10  # a pretrained LM, not a random one (ln 49152 = 10.8)
     scores = job.final_evaluate(model, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert 0.0 <= scores["bleu"] <= 1.0 and all(isinstance(s["output"], str) for s in scores["samples"])
+
+
+def test_zero_shot_control_decodes_and_scores_without_training(tmp_path, shared_data, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from lora_repro.config import resolve
+    from lora_repro.train import CONF_DIR, train
+
+    monkeypatch.setenv("E2E_DIR", str(shared_data / "e2e"))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"run_root={tmp_path}/runs", "logger=none", "train.progress=false",
+                                           "model=tiny_llama", "task=e2e", "method=zero_shot"])
+    record = train(resolve(cfg))
+    assert record["status"] == "done" and record["parameters"]["trainable"] == 0
+    assert record["optimizer_steps"] == 0 and record["best_epoch"] == 0
+    assert {"bleu", "rouge_l"} <= set(record["generation"])

@@ -20,7 +20,13 @@ MODEL_NAMES = {
     "gpt2_medium": "GPT-2 M", "gpt2_large": "GPT-2 L", "tiny_gpt2": "tiny GPT-2 (random init)",
     "tiny_bert": "tiny BERT (random init)", "tiny_roberta": "tiny RoBERTa (random init)",
     "tiny_deberta_v2": "tiny DeBERTa-v2 (random init)",
+    "smollm2_135m": "SmolLM2-135M-Instruct (Q4_1, dequantized)", "tiny_llama": "tiny Llama (random init)",
 }
+# the paper's names for our methods (Tables 2 and 3)
+METHOD_NAMES = {"lora": "LoRA", "full_ft": "FT", "ft_top2": "FT^Top2", "bitfit": "BitFit", "adapter_h": "Adpt^H",
+                "adapter_l": "Adpt^L", "adapter_p": "Adpt^P", "adapter_d": "Adpt^D", "prefix_embed": "PreEmbed",
+                "prefix_layer": "PreLayer", "head_only": "head only (control)",
+                "zero_shot": "zero-shot (control)"}
 # a GLUE task's classic folder name is its official name (SST-2, STS-B, ...)
 TASK_NAMES = {name: task.folder for name, task in GLUE_TASKS.items()} | {
     "e2e": "E2E", "webnlg": "WebNLG", "dart": "DART"}

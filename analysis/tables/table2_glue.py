@@ -6,6 +6,7 @@ import pandas as pd
 
 from analysis.tables.formats import MISSING, Table
 from analysis.tables.ours import (
+    METHOD_NAMES,
     SCALE_NOTE,
     cells,
     format_cell,
@@ -21,12 +22,6 @@ from analysis.tables.paper import paper_cell, paper_numbers, short_aggregate, ti
 from lora_repro.data.glue import GLUE_TASKS
 
 TABLE2_TASKS = tuple(task for task in GLUE_TASKS if task != "wnli")  # the paper leaves WNLI out
-
-
-# the paper's names for our methods (Tables 2 and 3)
-METHOD_NAMES = {"lora": "LoRA", "full_ft": "FT", "ft_top2": "FT^Top2", "bitfit": "BitFit", "adapter_h": "Adpt^H",
-                "adapter_l": "Adpt^L", "adapter_p": "Adpt^P", "adapter_d": "Adpt^D", "prefix_embed": "PreEmbed",
-                "prefix_layer": "PreLayer"}
 
 
 def glue_table(runs_dir, tier=None, figures_dir=None) -> Table:

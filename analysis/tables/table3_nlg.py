@@ -10,6 +10,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from analysis.tables.formats import MISSING, Table, save_figure
 from analysis.tables.ours import (
+    METHOD_NAMES,
     cells,
     format_cell,
     format_params,
@@ -38,9 +39,9 @@ def e2e_table(runs_dir, tier=None, figures_dir=None) -> Table:
     for key in groups:
         model, task, method, rank, tier_ = key
         first = stats["bleu"][key]
-        params = first.lora_params if method == "lora" else first.trainable
+        params = first.trainable if method == "full_ft" else first.lora_params  # the method's own
         row = {"source": "ours", "model": model_name(model), "task": task_name(task),
-               "method": {"lora": "LoRA", "full_ft": "FT"}.get(method, method),
+               "method": METHOD_NAMES.get(method, method),
                "r": str(rank) if rank else "", "tier / aggregate": f"{tier_}, mean ± std",
                "# trainable": format_params(params)}
         for metric, header, scale, decimals in NLG_METRICS:

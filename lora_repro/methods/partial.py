@@ -93,3 +93,26 @@ HEAD_ONLY = register(Method(
     name="head_only", config=HeadOnlyConfig, apply=apply_head_only, save=common.save, load=common.load,
     count=common.count, summary="control: the task head alone trains (0 parameters of the method's own)",
 ))
+
+
+@dataclass
+class ZeroShotConfig:
+    """The control of Table 3: the pretrained model untrained, evaluated and decoded as the others."""
+
+    name: str = "zero_shot"
+
+
+def apply_zero_shot(model: nn.Module, cfg: ZeroShotConfig, head_modules, seed: int = 0) -> nn.Module:
+    if head_modules:
+        raise ValueError("method='zero_shot' is for generation tasks: a classification head would be untrained")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    setattr(model, common._OWN, [])
+    setattr(model, common._METHOD, {"name": cfg.name})
+    return model
+
+
+ZERO_SHOT = register(Method(
+    name="zero_shot", config=ZeroShotConfig, apply=apply_zero_shot, save=common.save, load=common.load,
+    count=common.count, summary="control: the pretrained model untrained (nothing trains)",
+))
