@@ -26,7 +26,15 @@ LAUNCHER_ARGS_slurm := hydra/launcher=slurm
 # even when some runs failed, and make then exits non-zero.
 SWEEP = $(VENV)/bin/lora-repro train -m tier=$(TIER) $(LAUNCHER_ARGS_$(LAUNCHER)) train.progress=false
 TABLES = $(PY) -m analysis.cli tables
+# PLAN=1 on any table target: list its jobs (lora-repro plan) instead of running them
+ifeq ($(PLAN),1)
+SWEEP = $(VENV)/bin/lora-repro plan tier=$(TIER)
+TABLES = true
+endif
 FIGURES = $(PY) -m analysis.cli figures all --runs-dir results/runs/subspace --out-dir results/figures --tables-dir results/tables
+ifeq ($(PLAN),1)
+FIGURES = true
+endif
 
 .PHONY: help install test test-slow test-all test-slurm lint bench-lora clean table-rank table-targets \
 	table-glue table-e2e table-amplification table-latency figures report
