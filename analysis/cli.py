@@ -8,6 +8,7 @@
     analyze report [--out results/REPORT.md]
     analyze intruders RUN... [--k 10] [--eps 0.5] [--base MODEL] [--figure PATH]
     analyze spectrum RUN... [--energy 0.9] [--base MODEL] [--figure PATH]
+    analyze forgetting RUN... [--against cola] [--rows 256]
 
 Adapters are run directories, adapter.safetensors files, PEFT adapter folders or loralib state
 dicts (the latter need --alpha for dW; similarity does not depend on alpha). Layers count from 0.
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures as figs
-from analysis.amplification import amplification
+from analysis.amplification import amplification, chance_level
 from analysis.inputs import (
     TARGETS,
     Adapter,
@@ -45,7 +46,7 @@ from analysis.subspace import (
     random_baseline,
 )
 from analysis.tables.formats import markdown, write
-from analysis.tables.table7_amplification import our_row, table7
+from analysis.tables.table7_amplification import CHANCE_DRAWS, our_row, table7
 from lora_repro.hparams import TIERS
 
 FIGURES_DIR = Path("results/figures")
@@ -144,6 +145,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--base", help="pretrained model name or folder (default: the one recorded)")
     sp.add_argument("--figure", type=Path, help="PNG path (default results/figures/spectrum_*)")
     sp.set_defaults(run=run_followup, module="spectrum")
+
+    fo = sub.add_parser("forgetting", help="held-out behaviour before vs after fine-tuning")
+    fo.add_argument("runs", nargs="+", type=Path, help="finished run folders (GLUE or NLG)")
+    fo.add_argument("--against", help="held-out data set (default: CoLA's dev sentences for GLUE, "
+                                      "SST-2's for CoLA; the other NLG data set for a causal LM)")
+    fo.add_argument("--rows", type=int, default=256, help="held-out texts (default 256)")
+    fo.set_defaults(run=run_forgetting)
     return p
 
 
@@ -230,7 +238,9 @@ def _table7_rows(adapters: list[Adapter], args) -> list[dict]:
         check_selection(adapter, [layer], [args.target])
         W = base_weight(adapter, layer, args.target, args.base)
         rank = adapter.rank(layer, args.target)
-        result = amplification(W, adapter.delta(layer, args.target), rank, seed=args.seed)
+        delta = adapter.delta(layer, args.target)
+        result = amplification(W, delta, rank, seed=args.seed) | chance_level(
+            W, delta, rank, CHANCE_DRAWS, seed=args.seed)
         labels = {**adapter.labels, "reference": str(adapter.path)}
         rows.append(our_row(result, labels, layer, adapter.n_layers, args.target, rank))
     return rows
@@ -300,7 +310,7 @@ def _slug(adapter: Adapter) -> str:
 def figures_all(args) -> int:
     """Every figure (and Table 7) that the finished runs under --runs-dir allow, per
     (model, task, tier): Figs. 3/6 from two ranks, 4/7 from two seeds at one rank, 8 and Table 7
-    from the ranks with the base model's W."""
+    from the ranks with the base model's W, and the ΔW spectrum of every rank."""
     runs = discover_runs(args.runs_dir)
     if not runs:
         raise AnalysisError(f"no finished LoRA runs (record.json status done + adapter.safetensors)"
@@ -327,6 +337,7 @@ def figures_all(args) -> int:
             for kind in ("fig4", "fig7"):
                 written += draw_figure(kind, pair, args, args.out_dir / f"{kind}_{slug}")
         one_per_rank = [by_rank[r][0] for r in ranks]
+        written.append(rank_spectra_figure(one_per_rank, args.out_dir / f"spectrum_ranks_{slug}"))
         if args.target in one_per_rank[0].targets:
             try:
                 written += draw_figure("fig8", one_per_rank, args, args.out_dir / f"fig8_{slug}")
@@ -339,6 +350,19 @@ def figures_all(args) -> int:
         for path in write(table7(rows), args.tables_dir).paths:
             print(f"wrote {path}")
     return 0
+
+
+def rank_spectra_figure(adapters: list[Adapter], stem: Path) -> Path:
+    """The singular values of ΔW (normalised by the largest, median over layers) per target,
+    one line per rank: how much of its rank each adapter uses."""
+    from analysis.spectrum import delta_spectra, spectrum_figure
+
+    results = {adapter.describe(): delta_spectra({key: adapter.delta(*key) for key in adapter.factors})
+               for adapter in adapters}
+    labels = adapters[0].labels
+    where = " ".join(str(labels.get(k) or "?") for k in ("model", "task"))
+    return spectrum_figure(results, stem, f"Singular values of ΔW per rank — {where} "
+                                          f"[{labels.get('tier') or 'tier ?'}]")
 
 
 # -- follow-ups: intruder dimensions, ΔW spectrum -----------------------------------------------
@@ -356,6 +380,18 @@ def run_followup(args) -> int:
         print(f"effective rank of ΔW ({args.energy:.0%} of its spectral energy) per layer:")
     print(table.to_string())
     print(f"wrote {path}")
+    return 0
+
+
+def run_forgetting(args) -> int:
+    from analysis.forgetting import FORGETTING_FILE, analyze
+
+    for run_dir in args.runs:
+        result = analyze(run_dir, args.against, args.rows)
+        print(f"{run_dir}: {result['method']} on {result['task']}, {result['measure']} on "
+              f"{result['held_out']['rows']} {result['held_out']['task']} texts: before "
+              f"{result['before']:.4f}, after {result['after']:.4f} (change {result['change']:+.4f})"
+              f"; wrote {Path(run_dir) / FORGETTING_FILE}")
     return 0
 
 

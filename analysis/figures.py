@@ -1,7 +1,9 @@
 """The paper's Section 7 heat maps (Figs. 3, 4, 6, 7, 8) as PNG and PDF.
 
 Every map shows phi(i, j) on a colour scale fixed to [0, 1], i down the rows and j along the
-columns (both from 1), under a title that says what produced it. Matplotlib is used through
+columns (both from 1), under a title that says what produced it. Figs. 3, 4, 6 and 7 show beside
+the trained factors the control: the same phi of the initial A's (lora_repro.lora.initial_factors),
+i.e. what initialisation alone gives. Matplotlib is used through
 Figure objects (Agg canvas), never pyplot, so nothing depends on a display or global state.
 """
 from __future__ import annotations
@@ -92,6 +94,37 @@ def _heat_map(ax, panel: Panel):
     return image
 
 
+def initial_adapter(adapter: Adapter) -> Adapter | None:
+    """The adapter's A's as initialised (lora_repro.lora.initial_factors, from its recorded seed
+    and shapes), its trained B's and scalings beside them: the control of Figs. 3, 4, 6, 7, whose
+    phi says what initialisation alone gives. None where they cannot be recomputed (a PEFT or
+    loralib file, or factors shown under another target's name)."""
+    from lora_repro.lora import initial_factors
+
+    if adapter.labels.get("shown_target"):
+        return None
+    try:
+        initial = initial_factors(adapter.path)
+    except (FileNotFoundError, ValueError, KeyError, OSError):
+        return None
+    factors = {key: (initial[key], B, scaling) for key, (_, B, scaling) in adapter.factors.items()
+               if key in initial}
+    if len(factors) != len(adapter.factors):
+        return None
+    return Adapter(adapter.path, factors, {**adapter.labels, "initial": True})
+
+
+def control_grids(first: Adapter, second: Adapter, keys, use: str) -> tuple | None:
+    """(phi of the two adapters' initial A's for every key, the two initial adapters), or None:
+    no control for B's (they start at 0) or for adapters whose initial A's are unknown."""
+    if use != "right":
+        return None
+    start1, start2 = initial_adapter(first), initial_adapter(second)
+    if start1 is None or start2 is None:
+        return None
+    return grids(start1, start2, keys, use), start1, start2
+
+
 def factor(adapter: Adapter, layer: int, target: str, use: str) -> torch.Tensor:
     """The factor whose singular vectors are compared: A (use="right") or B (use="left")."""
     return adapter.A(layer, target) if use == "right" else adapter.B(layer, target)
@@ -127,20 +160,23 @@ def axis_label(axis: str, adapter: Adapter, layer: int, target: str, use: str) -
     shown = adapter.labels.get("shown_target", target)
     seed = adapter.labels.get("seed")
     seed = "" if seed is None else f", seed {seed}"
-    return f"{axis} ({FACTOR_OF_USE[use]} of ΔW{shown}, r={adapter.rank(layer, target)}{seed})"
+    name = FACTOR_OF_USE[use] + ("₀ (init)" if adapter.labels.get("initial") else "")
+    return f"{axis} ({name} of ΔW{shown}, r={adapter.rank(layer, target)}{seed})"
 
 
 def rank_comparison(low: Adapter, high: Adapter, layers, targets=("q", "v"), use="right",
                     out_stem="results/figures/fig3", figure="Fig. 3") -> list[Path]:
     """Figs. 3 (one layer) and 6 (several): phi(A_high, A_low, i, j) for each target, full grid
     and the zoom on its lower-left triangle, one row per layer. As in the paper's Fig. 3, i runs
-    over the higher rank's directions (rows) and j over the lower rank's (columns)."""
+    over the higher rank's directions (rows) and j over the lower rank's (columns). Beside them,
+    the control: the same phi of the two adapters' initial A's (where they can be recomputed)."""
     keys = [(layer, target) for layer in layers for target in targets]
     phi = grids(high, low, keys, use)
+    control = control_grids(high, low, keys, use)
     M = FACTOR_OF_USE[use]
     rows = []
     for layer in layers:
-        full, zoom = [], []
+        full, zoom, start = [], [], []
         for target in targets:
             grid = phi[(layer, target)]
             i_label = axis_label("i", high, layer, target, use)
@@ -149,28 +185,44 @@ def rank_comparison(low: Adapter, high: Adapter, layers, targets=("q", "v"), use
             full.append(Panel(grid, name, i_label, j_label))
             size = min(grid.shape)
             zoom.append(Panel(grid[:size, :size], f"{name}, j ≤ i", i_label, j_label, True))
-        rows.append(full + zoom)
+            if control is not None:
+                grid0, high0, low0 = control
+                start.append(Panel(grid0[(layer, target)], f"control: initial A's, {name}\n"
+                                   f"φ(1,1) = {float(grid0[(layer, target)][0, 0]):.3f}",
+                                   axis_label("i", high0, layer, target, use),
+                                   axis_label("j", low0, layer, target, use)))
+        rows.append(full + zoom + start)
     ranks = f"{M}_r={high.ranks()[0]}, {M}_r={low.ranks()[0]}"
     labels = _labels(high, low)
     title = (
         f"{figure}: φ({ranks}, i, j) of ΔW{'/ΔW'.join(targets)} — {labels['model']}, "
         f"{labels['task']}, {_where(layers, low.n_layers)}, seeds {labels['seeds']}, "
         f"tier {labels['tier']}"
+        + ("; right: the control, φ of the initial A's" if control is not None else
+           "; no control (initial A's unknown)")
     )
     return draw(rows, title, out_stem)
 
 
 def pair_comparison(first: Adapter, second: Adapter, layers, targets=("q", "v"), use="right",
                     seed: int = 0, out_stem="results/figures/similarity", title="") -> list[Path]:
-    """phi between two adapters' factors for each target (one row per layer), beside the same
-    grid for two seeded random Gaussian matrices of the same shapes."""
+    """phi between two adapters' factors for each target (one row per layer), beside the control
+    (the same phi of their initial A's, where they can be recomputed) and the same grid for two
+    seeded random Gaussian matrices of the same shapes."""
     keys = [(layer, target) for layer in layers for target in targets]
     phi = grids(first, second, keys, use)
+    control = control_grids(first, second, keys, use) if first is not second else None
     rows = []
     for layer in layers:
         row = [Panel(phi[(layer, target)], f"ΔW{target}, layer {layer}",
                      axis_label("i", first, layer, target, use),
                      axis_label("j", second, layer, target, use)) for target in targets]
+        if control is not None:
+            grid0, first0, second0 = control
+            row += [Panel(grid0[(layer, target)], f"control: initial A's, ΔW{target}, "
+                          f"layer {layer}\nmean φ {float(grid0[(layer, target)].mean()):.3f}",
+                          axis_label("i", first0, layer, target, use),
+                          axis_label("j", second0, layer, target, use)) for target in targets]
         shape1 = factor(first, layer, targets[0], use).shape
         shape2 = factor(second, layer, targets[0], use).shape
         row.append(random_panel(shape1, shape2, use, seed + layer))

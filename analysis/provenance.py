@@ -94,7 +94,7 @@ def provenance(runs_dir) -> str:
              f"- Records: {len(records)} under `{shown_path(runs_dir)}` "
              f"({', '.join(f'{n} {status}' for status, n in statuses.items()) or 'none'})."]
     if not records:
-        return "\n".join(lines) + "\n- No runs yet: every claim below is 'not yet run'.\n"
+        return "\n".join(lines) + "\n- No runs yet: every claim below is 'not run'.\n"
     runs, copies = distinct_runs(records), sum(map(is_copy, records))
     dirty = sum(is_dirty(r.get("git_commit")) for r in records)
     machines = Counter(machine_label(r.get("device") or {}) for r in runs)

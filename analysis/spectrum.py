@@ -40,9 +40,15 @@ def effective_rank(delta: torch.Tensor, energy: float = 0.9) -> int:
 
 def spectra(W0s: dict, W1s: dict) -> dict:
     """(layer, target) -> singular values of W1 - W0, normalised by the largest."""
+    return delta_spectra({key: W1.double() - W0s[key].double() for key, W1 in W1s.items()})
+
+
+def delta_spectra(deltas: dict) -> dict:
+    """(layer, target) -> singular values of ΔW, normalised by the largest (a LoRA adapter's ΔW
+    straight from its factors: no pretrained weights needed)."""
     out = {}
-    for key, W1 in sorted(W1s.items()):
-        s = singular_values(W1.double() - W0s[key].double())
+    for key, delta in sorted(deltas.items()):
+        s = singular_values(delta)
         out[key] = s / s[0] if s[0] > 0 else s
     return out
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.amplification import amplification, top_singular_vectors
+from analysis.amplification import amplification, chance_level, top_singular_vectors
 from analysis.tables.formats import write
 from analysis.tables.table7_amplification import our_row, paper_rows, table7
 
@@ -59,6 +59,23 @@ def test_random_directions_capture_r_squared_over_out_in_of_the_energy(weight):
     energies = [amplification(W, delta, RANK, seed=s)["proj_random"] ** 2 for s in range(40)]
     expected = RANK**2 / (OUT * IN) * float(SPECTRUM.norm()) ** 2  # E||U^T W V^T||^2, Haar U, V
     assert sum(energies) / len(energies) == pytest.approx(expected, rel=0.3)
+
+
+def test_chance_level_is_a_random_matrix_of_the_same_norm(weight):
+    W, U, V = weight
+    delta = planted(U, V, [27, 28, 29])
+    chance = chance_level(W, delta, RANK, draws=40)
+    expected = RANK**2 / (OUT * IN) * float(SPECTRUM.norm()) ** 2  # E||U^T W V^T||^2, Haar U, V
+    assert chance["chance_proj"] ** 2 == pytest.approx(expected, rel=0.3)
+    assert chance["chance_draws"] == 40
+    double = chance_level(W, 2 * delta, RANK, draws=40)  # the same draws: U, V do not see the norm
+    assert double["chance_proj"] == pytest.approx(chance["chance_proj"])
+    assert double["chance_factor"] == pytest.approx(2 * chance["chance_factor"])
+    # W's weakest directions project W less than chance does; its strongest far more
+    assert amplification(W, delta, RANK)["proj_delta"] < chance["chance_proj"]
+    assert amplification(W, planted(U, V, [0, 1, 2]), RANK)["proj_delta"] > 2 * chance["chance_proj"]
+    with pytest.raises(ValueError, match="not one weight"):
+        chance_level(W, W.T, RANK)
 
 
 def test_top_singular_vectors_shapes_and_bad_input(weight):

@@ -13,6 +13,7 @@ import transformers
 
 import analysis
 import lora_repro
+from analysis import figures as figs
 from analysis.cli import main
 from lora_repro import lora
 
@@ -73,6 +74,7 @@ def test_amplification_writes_table7_beside_the_paper(runs, tmp_path):
     ours = table[table["source"] == "ours"]
     assert list(ours["rank"]) == [2, 8] and set(ours["layer"]) == {"1 of 2"}
     assert (ours["factor"] - ours["norm_delta"] / ours["proj_delta"]).abs().max() < 1e-9
+    assert ours["chance_factor"].notna().all() and table["chance_factor"].head(2).isna().all()
     assert "| sst2 | 1 of 2 | q | 2 | test |" in (
         tmp_path / "table7_amplification.md").read_text()
 
@@ -84,7 +86,27 @@ def test_figures_all_draws_every_figure_from_the_runs(runs, tmp_path):
                  "--tables-dir", str(tables)]) == 0
     for kind in ("fig3", "fig4", "fig6", "fig7", "fig8"):
         assert_written(out / f"{kind}_base_sst2_test.png", out / f"{kind}_base_sst2_test.pdf")
+    assert_written(out / "spectrum_ranks_base_sst2_test.png")
     assert (tables / "table7_amplification.tex").is_file()
+
+
+def test_the_control_is_phi_of_the_initial_factors(runs):
+    """Figs. 3/4/6/7's control: phi of the A's each adapter started from, recomputed from its
+    seed; with a stream per adapter, r=2's first direction is not r=8's (no shared rows)."""
+    from analysis.inputs import load_adapter
+    from analysis.subspace import similarity
+
+    _, paths = runs
+    low, high = load_adapter(paths[(2, 0)]), load_adapter(paths[(8, 0)])
+    start = figs.initial_adapter(low)
+    assert start.labels["initial"] and "A₀ (init)" in figs.axis_label("i", start, 0, "q", "right")
+    initial = lora.initial_factors(paths[(2, 0)])
+    torch.testing.assert_close(start.A(0, "q"), initial[(0, "q")])
+    grids, *_ = figs.control_grids(high, low, [(0, "q"), (1, "v")], "right")
+    expected = similarity(lora.initial_factors(paths[(8, 0)])[(1, "v")], initial[(1, "v")])
+    torch.testing.assert_close(grids[(1, "v")], expected)
+    assert float(grids[(0, "q")][0, 0]) < 0.9  # not the artefact of shared first rows (phi = 1)
+    assert figs.control_grids(high, low, [(0, "q")], "left") is None  # B starts at 0: no control
 
 
 @pytest.mark.parametrize("argv, message", [

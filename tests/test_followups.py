@@ -216,3 +216,54 @@ def test_forgetting_of_an_encoder_is_the_cosine_of_its_sentence_embeddings():
             norm.weight.mul_(factor)
             norm.bias.mul_(factor)
         assert forgetting(pretrained, changed, batches())["after"] == pytest.approx(cosine, abs=1e-5)
+
+
+def test_analyze_forgetting_of_a_glue_run_writes_its_result(tmp_path, shared_data, monkeypatch, capsys):
+    """An adapter with B = 0 is the pretrained encoder (cosine 1 on CoLA's dev sentences); one
+    with B random has moved (cosine < 1). The result lands in the run folder as forgetting.json."""
+    from analysis.forgetting import held_out_task, read_forgetting
+    from lora_repro import methods
+    from lora_repro.models import load_pretrained
+
+    monkeypatch.setenv("GLUE_DIR", str(shared_data / "glue"))
+    method = methods.get("lora")
+    fields = {"name": "lora", "targets": ["q", "v"], "rank": 4, "alpha": 8}
+    g = torch.Generator().manual_seed(0)
+    for name, scale in (("still", 0.0), ("moved", 1.0)):
+        model = load_pretrained("tiny_bert", head="sequence_classification", num_labels=2)
+        model = method.apply(model, method.config(**fields), head_modules=["classifier"], seed=0)
+        with torch.no_grad():
+            for wrapper in lora.wrappers(model).values():
+                for B in wrapper.lora_B.values():
+                    B.copy_(scale * torch.randn(B.shape, generator=g))
+        (tmp_path / name).mkdir()
+        method.save(model, tmp_path / name)
+        write_record(tmp_path / name, "lora", method_config=fields, run_id=name)
+    assert cli.main(["forgetting", str(tmp_path / "still"), str(tmp_path / "moved"),
+                     "--rows", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "embedding_cosine on 16 cola texts" in out
+    still, moved = read_forgetting(tmp_path / "still"), read_forgetting(tmp_path / "moved")
+    assert still["after"] == pytest.approx(1.0, abs=1e-5) and moved["after"] < 0.999
+    assert moved["held_out"] == {"task": "cola", "split": "validation", "rows": 16}
+    assert held_out_task("cola") == "sst2" and held_out_task("e2e") == "webnlg"
+    assert cli.main(["forgetting", str(tmp_path / "nothing")]) == 2
+    assert "no finished run" in capsys.readouterr().err
+
+
+def test_analyze_forgetting_of_a_causal_lm_reads_the_other_nlg_data_set(tmp_path, shared_data, monkeypatch):
+    """A GPT-2 run on E2E is scored on WebNLG references; LoRA with B = 0 forgets nothing."""
+    from analysis.forgetting import analyze
+    from lora_repro import methods
+    from lora_repro.models import load_pretrained
+
+    monkeypatch.setenv("WEBNLG_DIR", str(shared_data / "webnlg_2017"))
+    method = methods.get("lora")
+    fields = {"name": "lora", "targets": ["q", "v"], "rank": 2, "alpha": 4}
+    model = method.apply(load_pretrained("tiny_gpt2", head="causal_lm"), method.config(**fields),
+                         head_modules=[], seed=0)
+    method.save(model, tmp_path)
+    write_record(tmp_path, "lora", model="tiny_gpt2", task="e2e", method_config=fields)
+    result = analyze(tmp_path, rows=8)
+    assert result["measure"] == "lm_loss" and result["held_out"]["task"] == "webnlg"
+    assert result["change"] == pytest.approx(0.0, abs=1e-5) and result["before"] > 0

@@ -1,17 +1,26 @@
-"""analysis.report on synthetic records and adapters: every claim listed with a verdict decided by
-its rule, "not yet run" when the runs are absent, and the tables and figures embedded."""
+"""analysis.report and analysis.followups on synthetic records, planted predictions and planted
+weights: every claim listed with its rule, its statistic and a verdict decided by analysis.verdicts,
+"not run" when the runs are absent, "reproduced" only at the paper tier, and the tables, figures and
+follow-up claims embedded."""
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 import transformers
+from safetensors.torch import save_file
 
-from analysis import report
+from analysis import followups, report
+from analysis import verdicts as v
 from analysis.cli import main
 from lora_repro import lora
-from lora_repro.records import write_record
+from lora_repro.models import build_random
+from lora_repro.records import PREDICTIONS_FILE, atomic_write_json, write_record
 
-VERDICTS = {report.REPRODUCED, report.NOT_REPRODUCED, report.NOT_YET_RUN}
+VERDICTS = set(v.VERDICTS)
+N_CLAIMS, N_FOLLOWUPS = 8, 4
+LABELS = np.random.default_rng(0).permutation(np.array([0] * 230 + [1] * 170))  # majority 57.5%
 
 
 def write_run(root, experiment, name, primary=0.85, **fields):
@@ -30,6 +39,29 @@ def write_run(root, experiment, name, primary=0.85, **fields):
     return root / experiment / name
 
 
+ORDER = np.random.default_rng(1).permutation(len(LABELS))  # how hard each example is
+
+
+def planted_run(root, experiment, name, accuracy, seed=0, **fields):
+    """A run whose dev predictions are right on exactly `accuracy` of LABELS: wrong on the hardest
+    examples (errors nested, as models' errors correlate), with predictions.json as
+    lora_repro.train writes it."""
+    right = ORDER >= round((1 - accuracy) * len(LABELS))
+    prediction = np.where(right, LABELS, 1 - LABELS)
+    run = write_run(root, experiment, name, float(right.mean()), seed=seed, **fields)
+    atomic_write_json(run / PREDICTIONS_FILE, {"epoch": 1, "splits": {"validation": {
+        "prediction": prediction.tolist(), "label": LABELS.tolist()}}})
+    return run
+
+
+def majority_run(root, experiment, name, seed=0, **fields):
+    """A run that predicts the majority class for every dev example: it learned nothing."""
+    run = write_run(root, experiment, name, 230 / 400, seed=seed, **fields)
+    atomic_write_json(run / PREDICTIONS_FILE, {"epoch": 1, "splits": {"validation": {
+        "prediction": [0] * len(LABELS), "label": LABELS.tolist()}}})
+    return run
+
+
 def build(tmp_path, runs, bench=None):
     out = tmp_path / "results" / "REPORT.md"
     report.build_report(runs, out, tmp_path / "results" / "tables",
@@ -37,49 +69,136 @@ def build(tmp_path, runs, bench=None):
     return out, out.read_text()
 
 
-def test_without_records_every_claim_is_not_yet_run(tmp_path):
+def verdict_lines(text):
+    return [line.split("**Verdict: ")[1].rstrip(".*") for line in text.splitlines()
+            if "**Verdict: " in line]
+
+
+def test_without_records_every_claim_is_not_run(tmp_path):
     found = report.claims(tmp_path / "runs", tmp_path / "bench")
-    assert len(found) == 7
-    assert all(claim.verdict == report.NOT_YET_RUN for claim in found)
+    later = followups.followup_claims(tmp_path / "runs")
+    assert len(found) == N_CLAIMS and len(later) == N_FOLLOWUPS
+    assert all(claim.verdict == v.NOT_RUN for claim in found + later)
     out, text = build(tmp_path, tmp_path / "runs")
-    for claim in found:
+    for claim in found + later:
         assert claim.statement in text
-    assert text.count("**Verdict: not yet run.**") == 7
-    assert "reproduced |" not in text.replace("not reproduced |", "")  # never without data
-    for section in ("## Claims at a glance", "## What produced it", "## Tables", "### table6_rank",
-                    "## Section 7 figures", "## Table 7", "## Claims", "## The paper's numbers"):
+    assert text.count("**Verdict: not run.**") == N_CLAIMS + N_FOLLOWUPS
+    assert "| reproduced |" not in text  # never without data
+    for section in ("## Claims at a glance", "## How verdicts are decided", "## What produced it",
+                    "## Tables", "### table6_rank", "## Section 7 figures", "## Table 7",
+                    "## Protocol check: every method beats the constant baseline", "## Claims",
+                    "## Follow-up claims", "### F1. Under rank-stable scaling",
+                    "## The paper's numbers"):
         assert section in text
     assert "![table6_rank](figures/table6_rank.png)" in text  # relative to the report
+    rules = text.split("## How verdicts are decided\n")[1].split("\n## ")[0]
+    assert "paired bootstrap over dev examples and seeds" in rules
+    assert "lower end ≥ −1 point" in rules and "±1 point" in rules
 
 
-def test_rank_and_budget_verdicts_follow_their_rules(tmp_path):
-    runs = tmp_path / "runs"
-    for seed, (one, eight) in enumerate([(0.850, 0.855), (0.860, 0.865)]):
-        write_run(runs, "table_rank", f"r1s{seed}", one, rank=1, seed=seed)
-        write_run(runs, "table_rank", f"r8s{seed}", eight, rank=8, seed=seed)
-    for seed in (0, 1):  # quick: {q,v} clearly ahead; paper tier: behind
-        write_run(runs, "table_targets", f"qs{seed}", 0.80 + seed / 100, targets=["q"], seed=seed)
-        write_run(runs, "table_targets", f"qvs{seed}", 0.85 + seed / 100, rank=4, seed=seed)
-        write_run(runs, "table_targets", f"pqs{seed}", 0.90, targets=["q"], seed=seed,
-                  tier="paper", model="roberta_base", task="mnli")
-        write_run(runs, "table_targets", f"pqvs{seed}", 0.88, rank=4, seed=seed,
-                  tier="paper", model="roberta_base", task="mnli")
-    rank_one = report.claim_rank_one(runs)
-    assert rank_one.verdict == report.REPRODUCED
-    assert "gap 0.50 points" in rank_one.findings[0].ours
-    budget = report.claim_qv_beats_q(runs)
-    verdicts = {f.setting: f.verdict for f in budget.findings}
-    assert verdicts == {"all-MiniLM-L6-v2, SST-2, quick tier": report.REPRODUCED,
-                        "RoBERTa-base, MNLI, paper tier": report.NOT_REPRODUCED}
-    assert "reproduced (all-MiniLM-L6-v2, SST-2, quick tier)" in budget.verdict
+# -- claim 1: rank 1 suffices, with the head-only control ------------------------------------------
+
+def rank_runs(runs, one=0.85, top=0.85, control=0.60, tier="quick", **fields):
+    for seed in (0, 1, 2):
+        planted_run(runs, "table_rank", f"r1s{seed}", one, seed=seed, rank=1, tier=tier, **fields)
+        planted_run(runs, "table_rank", f"r64s{seed}", top, seed=seed, rank=64, tier=tier, **fields)
+        if control is not None:
+            same = {k: x for k, x in fields.items() if k != "method_config"}
+            planted_run(runs, "table_rank", f"head{seed}", control, seed=seed, method="head_only",
+                        targets=None, rank=None, tier=tier, **same)
 
 
-def test_a_lone_rank_is_not_yet_run(tmp_path):
+def test_rank_one_on_par_and_above_the_control_is_consistent(tmp_path):
+    rank_runs(tmp_path / "runs")
+    (finding,) = report.claim_rank_one(tmp_path / "runs").findings
+    assert finding.verdict == v.CONSISTENT
+    assert "r=1 85.0 ± 0.0 (n=3), r=64 85.0 ± 0.0 (n=3), head only 60.0 ± 0.0 (n=3)" in finding.ours
+    assert "r=1 − r=64: +0.00 [+0.00, +0.00] points" in finding.statistic
+    assert "paired bootstrap over 400 dev examples and seeds (3 vs 3)" in finding.statistic
+
+
+def test_rank_one_needs_the_control(tmp_path):
+    rank_runs(tmp_path / "runs", control=None)
+    (finding,) = report.claim_rank_one(tmp_path / "runs").findings
+    assert finding.verdict == v.INCONCLUSIVE and "head-only control is not run" in finding.statistic
+    rank_runs(tmp_path / "same", control=0.85)  # the head alone does as well: rank cannot matter
+    (finding,) = report.claim_rank_one(tmp_path / "same").findings
+    assert finding.verdict == v.INCONCLUSIVE and "does not clearly beat" in finding.statistic
+
+
+def test_rank_one_clearly_behind_is_contradicted_and_paper_tier_says_reproduced(tmp_path):
+    rank_runs(tmp_path / "behind", one=0.78, top=0.88)
+    (finding,) = report.claim_rank_one(tmp_path / "behind").findings
+    assert finding.verdict == v.CONTRADICTED
+    rank_runs(tmp_path / "paper", tier="paper", model="roberta_base")
+    (finding,) = report.claim_rank_one(tmp_path / "paper").findings
+    assert finding.verdict == v.REPRODUCED and "paper tier" in finding.setting
+
+
+def test_a_lone_rank_is_not_run(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "table_rank", "r8", rank=8)
     (finding,) = report.claim_rank_one(runs).findings
-    assert finding.verdict == report.NOT_YET_RUN
+    assert finding.verdict == v.NOT_RUN
 
+
+# -- claims 2 and 6: beats, on par, and the constant baseline --------------------------------------
+
+def test_budget_claim_beats_rule_and_its_baseline_guard(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        planted_run(runs, "table_targets", f"q{seed}", 0.75, seed=seed, targets=["q"], rank=8)
+        planted_run(runs, "table_targets", f"qv{seed}", 0.88, seed=seed, rank=4)
+        planted_run(runs, "table_targets", f"pq{seed}", 0.90, seed=seed, targets=["q"], rank=8,
+                    tier="paper", model="roberta_base")
+        planted_run(runs, "table_targets", f"pqv{seed}", 0.80, seed=seed, rank=4, tier="paper",
+                    model="roberta_base")
+    verdicts = {f.setting: f.verdict for f in report.claim_qv_beats_q(runs).findings}
+    assert verdicts == {"all-MiniLM-L6-v2, SST-2, quick tier": v.CONSISTENT,
+                        "RoBERTa-base, SST-2, paper tier": v.CONTRADICTED}
+    guarded = tmp_path / "guarded"  # {q} learned nothing: {q,v} "beats" it, but that decides nothing
+    for seed in (0, 1, 2):
+        majority_run(guarded, "table_targets", f"q{seed}", seed=seed, targets=["q"], rank=8)
+        planted_run(guarded, "table_targets", f"qv{seed}", 0.88, seed=seed, rank=4)
+    (finding,) = report.claim_qv_beats_q(guarded).findings
+    assert finding.verdict == v.INCONCLUSIVE and "(would be consistent)" in finding.statistic
+
+
+def test_glue_on_par_averages_tasks_and_flags_a_method_that_did_not_learn(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        for task in ("sst2", "qnli"):
+            planted_run(runs, "table_glue", f"lora_{task}{seed}", 0.86, seed=seed, task=task)
+            planted_run(runs, "table_glue", f"ft_{task}{seed}", 0.86, seed=seed, task=task,
+                        method="full_ft", targets=None, rank=None)
+    (finding,) = report.claim_glue_on_par(runs).findings
+    assert finding.verdict == v.CONSISTENT
+    assert "mean over 2 task(s): +0.00 [" in finding.statistic
+    assert "mean over 2 paired bootstraps, draw by draw" in finding.statistic
+    for seed in (0, 1, 2):  # RTE: LoRA at the majority rate (issue 13), FT 20 points above
+        majority_run(runs, "table_glue", f"lora_rte{seed}", seed=seed, task="rte")
+        planted_run(runs, "table_glue", f"ft_rte{seed}", 0.78, seed=seed, task="rte",
+                    method="full_ft", targets=None, rank=None)
+    (finding,) = report.claim_glue_on_par(runs).findings
+    assert finding.verdict == v.INCONCLUSIVE and "would be contradicted" in finding.statistic
+    checks = report.baseline_checks(runs)
+    rte = checks[(checks["task"] == "RTE") & (checks["cell"].str.startswith("LoRA"))].iloc[0]
+    assert rte["verdict"] == v.CONTRADICTED and rte["− constant baseline [95%]"] == "+0.00 [+0.00, +0.00]"
+
+
+def test_records_without_predictions_fall_back_to_seeds_and_say_so(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (lora_, ft) in enumerate([(0.85, 0.86), (0.84, 0.86), (0.86, 0.87)]):
+        write_run(runs, "table_glue", f"lora{seed}", lora_, seed=seed)
+        write_run(runs, "table_glue", f"ft{seed}", ft, seed=seed, method="full_ft", targets=None,
+                  rank=None)
+    (finding,) = report.claim_glue_on_par(runs).findings
+    assert "per-example predictions missing (older records)" in finding.statistic
+    assert "n=3" in finding.statistic and finding.verdict == v.INCONCLUSIVE
+    assert "LoRA − FT per task: SST-2 -1.3 [" in finding.ours
+
+
+# -- Section 7: the top direction against its control, amplification against chance -------------
 
 @pytest.fixture
 def subspace_runs(tmp_path):
@@ -108,36 +227,45 @@ def subspace_runs(tmp_path):
     return runs
 
 
-def test_subspace_claims_compute_phi_and_amplification(subspace_runs):
+def test_subspace_claims_compare_with_the_control_and_chance(subspace_runs):
     top = report.claim_top_direction(subspace_runs)
     (finding,) = top.findings
-    assert finding.verdict == report.REPRODUCED
-    assert "ΔWq phi(1,1) = 1.000" in finding.ours and "E[phi(1,1)] = 1/64" in finding.ours
+    assert finding.verdict == v.CONSISTENT  # the planted direction, while the initial A's differ
+    assert "ΔWq phi(1,1) per seed pair 1.000 vs the control's 0." in finding.statistic
+    assert "E[phi(1,1)] = 1/64" in finding.statistic
     amplification = report.claim_amplification(subspace_runs)
     (finding,) = amplification.findings
-    assert finding.verdict in (report.REPRODUCED, report.NOT_REPRODUCED)
-    assert "r=8 (layer 1 of 2)" in finding.ours and "r=64" in finding.ours
-    assert "factor" in finding.ours
+    assert finding.verdict in VERDICTS
+    assert "r=8: proj ΔW / W / random" in finding.ours and "(chance " in finding.ours
+    assert "proj_ΔW / chance projection" in finding.statistic
 
 
 def test_latency_claim_reads_the_benchmark(tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()
 
-    def write(name, merged):
-        rows = [{"variant": v, "precision": "fp32", "vs_base": x}
-                for v, x in (("base", 1.0), ("merged", merged), ("unmerged", 1.3))]
+    def write(name, merged, rounds=None):
+        rows = [{"variant": v_, "precision": "fp32", "vs_base": x}
+                for v_, x in (("base", 1.0), ("merged", merged), ("unmerged", 1.3))]
+        if rounds:
+            for row, times in zip(rows, rounds):
+                row["rounds_ms"] = times
         (bench / name).write_text(json.dumps({
             "model": "minilm_l6", "batch": 32, "seq": 64, "inference": rows,
             "machine": {"device": "cpu", "processor": "x86_64"}}))
 
     write("a.json", 1.004)
     claim = report.claim_merge_latency(bench)
-    assert claim.verdict == report.REPRODUCED
+    assert claim.verdict == v.CONSISTENT
     assert "merged/base 1.004 (unmerged/base 1.300)" in claim.findings[0].ours
     write("b.json", 1.2)
     assert {f.verdict for f in report.claim_merge_latency(bench).findings} == {
-        report.REPRODUCED, report.NOT_REPRODUCED}
+        v.CONSISTENT, v.CONTRADICTED}
+    (bench / "b.json").unlink()
+    noisy = [100, 90, 110, 95, 105]  # the same rounds for base and merged, wide spread
+    write("a.json", 1.0, rounds=[noisy, noisy, noisy])
+    (finding,) = report.claim_merge_latency(bench).findings
+    assert finding.verdict == v.INCONCLUSIVE and "bootstrap over 5 and 5 timing rounds" in finding.statistic
 
 
 def test_report_cli_lists_every_claim_with_a_verdict(tmp_path, capsys):
@@ -150,12 +278,97 @@ def test_report_cli_lists_every_claim_with_a_verdict(tmp_path, capsys):
                  "--bench-dir", str(tmp_path / "bench")]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     text = out.read_text()
-    verdicts = [line.split("**Verdict: ")[1].rstrip(".*") for line in text.splitlines()
-                if "**Verdict: " in line]
-    assert len(verdicts) == 7 and set(verdicts) <= VERDICTS
-    assert "LoRA − FT per task: SST-2 -1.0" in text  # more than 0.5 points behind
-    assert verdicts[5] == report.NOT_REPRODUCED
+    verdicts = verdict_lines(text)
+    assert len(verdicts) == N_CLAIMS + N_FOLLOWUPS and set(verdicts) <= VERDICTS
+    assert "LoRA − FT per task: SST-2 -1.0" in text
+    assert verdicts[5] == v.INCONCLUSIVE  # one seed each: no interval
+    assert "**Statistic:** mean over 1 task(s)" in text
     assert "CPU x86_64, 2 cores, 1 torch threads (2 runs)" in text
+
+
+# -- follow-up claims ----------------------------------------------------------------------------
+
+def test_rslora_follow_up_splits_the_scalings(tmp_path):
+    runs = tmp_path / "runs"
+    rank_runs(runs, one=0.85, top=0.85, method_config={"name": "lora", "scaling": "standard"})
+    for seed in (0, 1, 2):
+        rs = {"method_config": {"name": "lora", "scaling": "rslora"}}
+        planted_run(runs, "table_rank", f"rs1s{seed}", 0.84, seed=seed, rank=1, **rs)
+        planted_run(runs, "table_rank", f"rs64s{seed}", 0.90, seed=seed, rank=64, **rs)
+    (finding,) = followups.claim_rslora(runs).findings
+    assert finding.verdict == v.CONSISTENT and finding.setting.endswith(", rsLoRA")
+    assert "r=64 − r=1: +" in finding.statistic
+    assert "rank-one rule, α/r: consistent; rank-one rule, α/√r: contradicted" in finding.statistic
+    (standard,) = report.claim_rank_one(runs).findings  # the paper's claim sees α/r runs only
+    assert standard.verdict == v.CONSISTENT and "85.0 ± 0.0 (n=3), r=64 85.0" in standard.ours
+
+
+def planted_intruder(W0: torch.Tensor, size: float = 10.0) -> torch.Tensor:
+    """A rank-1 update along a direction spread evenly over W0's singular vectors (|cos| =
+    1/sqrt(d) with each, far below 0.5): exactly one intruder dimension."""
+    U, _, Vh = torch.linalg.svd(W0.double())
+    spread = torch.ones(W0.shape[0], dtype=torch.float64) / math.sqrt(W0.shape[0])
+    return size * torch.outer(U @ spread, Vh.T @ spread)
+
+
+@pytest.fixture
+def weight_runs(tmp_path):
+    """table_glue: a LoRA run (tiny BERT, q and v of 2 layers) whose ΔW is one planted intruder in
+    every matrix, and a full-FT run whose only change is one planted intruder in layer 1's Wq."""
+    runs = tmp_path / "runs"
+    model = lora.inject(build_random("tiny_bert", seed=0), rank=4, alpha=8, seed=0)
+    with torch.no_grad():
+        for (layer, target), (A, B, scaling) in lora.factors(model).items():
+            delta = planted_intruder(lora.target_weight(model, layer, target))
+            U, S, Vh = torch.linalg.svd(delta)
+            A.zero_()
+            B.zero_()
+            A[0] = Vh[0].float()
+            B[:, 0] = (U[:, 0] * S[0] / scaling).float()
+    run = write_run(runs, "table_glue", "lora", 0.80, model="tiny_bert", rank=4)
+    lora.save_adapter(model, run)
+    ft = build_random("tiny_bert", head="sequence_classification", seed=0)
+    query = ft.bert.encoder.layer[1].attention.self.query
+    with torch.no_grad():
+        query.weight += planted_intruder(query.weight).float()
+    run = write_run(runs, "table_glue", "ft", 0.82, model="tiny_bert", method="full_ft",
+                    targets=None, rank=None)
+    save_file({k: t.contiguous() for k, t in ft.state_dict().items()}, run / "model.safetensors")
+    return runs
+
+
+def test_intruders_and_effective_rank_from_planted_weights(weight_runs, tmp_path):
+    found = followups.weight_findings(weight_runs, tmp_path / "figures")
+    (intruders,) = followups.claim_intruders(found).findings
+    # LoRA: one intruder in each of its 4 matrices; full FT: one in (1, q) only
+    assert "LoRA 1.00 intruders per matrix (dev 80.0 (n=1)); full FT 0.25" in intruders.ours
+    assert intruders.verdict == v.CONSISTENT and "LoRA − full FT: +0.75 [" in intruders.statistic
+    (rank,) = followups.claim_effective_rank(found).findings
+    # full FT's ΔW is zero in 3 of the 4 matrices (effective rank 0), LoRA's of rank 1 in each
+    assert rank.verdict == v.CONTRADICTED and "full FT − LoRA: -0.75 [" in rank.statistic
+    names = {p.name for p in followups.claim_intruders(found).figures}
+    assert names == {"intruders_tiny_bert_sst2_quick.png", "spectrum_tiny_bert_sst2_quick.png"}
+    missing = {("minilm_l6", "sst2", "quick"): {"missing": {"lora": 2, "full_ft": 0}}}
+    findings = followups.claim_intruders(found | missing).findings
+    assert [f.verdict for f in findings] == [v.NOT_RUN, v.CONSISTENT]
+    assert "full FT 0 (model.safetensors, kept locally, not in git)" in findings[0].ours
+    nothing = followups.claim_intruders(missing)
+    assert nothing.verdict == v.NOT_RUN and not nothing.findings
+    assert "kept locally and not in git" in nothing.absent
+
+
+def test_forgetting_follow_up_reads_each_runs_result(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (lora_, ft) in enumerate([(-0.010, -0.10), (-0.020, -0.12), (-0.015, -0.11)]):
+        for method, change in (("lora", lora_), ("full_ft", ft)):
+            run = write_run(runs, "table_glue", f"{method}{seed}", seed=seed, method=method)
+            atomic_write_json(run / "forgetting.json", {
+                "measure": "embedding_cosine", "before": 1.0, "after": 1 + change, "change": change,
+                "held_out": {"task": "cola", "split": "validation", "rows": 256}})
+    (finding,) = followups.claim_forgetting(runs).findings
+    assert finding.verdict == v.CONSISTENT
+    assert "embedding_cosine on cola" in finding.ours
+    assert "full FT − LoRA: +0.0950 [" in finding.statistic and "paired t over seeds, n=3" in finding.statistic
 
 
 # -- provenance: uncommitted code, absolute paths, reused copies ---------------------------------

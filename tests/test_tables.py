@@ -119,7 +119,53 @@ def test_paper_columns_are_present_and_labelled(runs, tmp_path):
     assert "paper: GPT-3 175B, WikiSQL" in budget.frame.columns
     qv = row_of(budget.frame, weights="{q,v}", r="4")
     assert qv["paper: GPT-3 175B, MultiNLI"] == "91.3 ± 0.1"
-    assert len(budget.frame) == 7  # the seven budget configurations, run or not
+    assert len(budget.frame) == 8  # the seven budget configurations, run or not, and the control
+    assert budget.frame["weights"].iloc[-1] == "none (head only: control)"
+
+
+def test_head_only_runs_are_the_control_of_tables_5_and_6(tmp_path):
+    root = tmp_path / "runs"
+    for experiment in ("table_rank", "table_targets"):
+        write_run(root, experiment, "qv", targets=["q", "v"], rank=4, primary=0.85)
+        for seed, primary in ((0, 0.70), (1, 0.74)):
+            write_run(root, experiment, f"head{seed}", method="head_only", targets=None, rank=None,
+                      seed=seed, primary=primary, parameters={"trainable": 770, "total": 22_700_000,
+                                                              "method": 0})
+    rank = render(root, tmp_path, "table_rank")
+    ours = rank.frame[rank.frame["source"] == "ours"]
+    std = pd.Series([70.0, 74.0]).std()
+    assert set(ours["head only (control)"]) == {f"72.0 ± {std:.1f} (n=2)"}  # beside every row
+    assert row_of(ours, weights="{q,v}")["r=4"] == "85.0 (n=1)"
+    assert set(ours["weights"]) == {"{q}", "{q,v}", "{q,k,v,o}"}  # no LoRA row made of the control
+    control = rank.tidy[rank.tidy["method"] == "head_only"].iloc[0]
+    assert control["mean"] == pytest.approx(72.0) and control["n"] == 2
+    budget = render(root, tmp_path, "table_targets")
+    row = row_of(budget.frame, weights="none (head only: control)")
+    assert row["ours: all-MiniLM-L6-v2, SST-2 [quick]"] == f"72.0 ± {std:.1f} (n=2)"
+    assert row["# LoRA params (all-MiniLM-L6-v2)"] == "0"
+
+
+def test_rslora_rows_are_split_by_scaling_and_shown_beside_the_standard_ones(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "table_rank", f"std{seed}", rank=64, seed=seed, primary=0.80 + seed / 100,
+                  method_config={"name": "lora", "scaling": "standard"})
+        write_run(root, "table_rank", f"rs{seed}", rank=64, seed=seed, primary=0.90 + seed / 100,
+                  method_config={"name": "lora", "scaling": "rslora"})
+    write_run(root, "table_rank", "old", rank=1, primary=0.5)  # no method_config: standard
+    table = render(root, tmp_path, "table_rank")
+    ours = table.frame[table.frame["source"] == "ours"]
+    qv = ours[ours["weights"] == "{q,v}"]
+    assert list(qv["scaling"]) == ["α/r", "α/√r (rsLoRA)"]  # the rsLoRA row right below
+    assert row_of(qv, scaling="α/r")["r=64"].startswith("80.5 ± 0.7 (n=2)")
+    assert row_of(qv, scaling="α/r")["r=1"] == "50.0 (n=1)"
+    assert row_of(qv, scaling="α/√r (rsLoRA)")["r=64"].startswith("90.5 ± 0.7 (n=2)")
+    assert row_of(qv, scaling="α/√r (rsLoRA)")["r=1"] == "—"
+    assert set(table.tidy.loc[table.tidy["source"] == "ours", "scaling"]) == {"standard", "rslora"}
+    assert r"$\alpha$/$\sqrt{r}$ (rsLoRA)" in table.paths[1].read_text()
+    assert table.figures[0].stat().st_size > 1000
+    plain = render(tmp_path / "runs_plain", tmp_path, "table_rank")
+    assert "α/√r (rsLoRA)" not in set(plain.frame["scaling"])
 
 
 def test_every_file_is_written_even_without_runs(tmp_path):
@@ -207,7 +253,7 @@ def test_table7_is_written_by_the_one_renderer(tmp_path):
     assert "| ours | minilm_l6 | sst2 | 3 of 6 | q | 8 | quick | 0.69 | 12.2 |" in text
     assert text.endswith("- a note\n")
     (md, tex, csv) = tables.write(table, tmp_path).paths
-    assert r"$\|\Delta W\|_F$" in tex.read_text() and r"{lllllllrrrrrr}" in tex.read_text()
+    assert r"$\|\Delta W\|_F$" in tex.read_text() and r"{lllllllrrrrrrrr}" in tex.read_text()
     assert list(pd.read_csv(csv)["reference"])[-1] == "runs/x"  # the csv keeps what the md leaves out
 
 

@@ -9,8 +9,9 @@ builder per paper table, one renderer (formats.py) for every file:
     table_glue    -> table2_glue.py           GLUE, ours beside RoBERTa / DeBERTa (paper Table 2)
     table_e2e     -> table3_nlg.py            E2E, WebNLG, DART beside GPT-2 M/L (Tables 3, 13, 14, 18)
     table_targets -> table5_targets.py        which weights to adapt at one budget (Table 5, GPT-3)
-    table_rank    -> table6_rank.py           accuracy vs rank per target set (Table 6, GPT-3 175B)
-    subspace      -> table7_amplification.py  ||U^T W V^T||_F vs ||dW||_F (Table 7)
+    table_rank    -> table6_rank.py           accuracy vs rank per target set (Table 6, GPT-3 175B),
+                                              rsLoRA rows beside, the head-only control
+    subspace      -> table7_amplification.py  ||U^T W V^T||_F vs ||dW||_F (Table 7), chance level
 
 Ours: mean ± sample std (n - 1) over the seeds of each cell, with n; for GLUE also the median, as
 the paper reports the median of 5 seeds there. Records hold fractions (0.843); cells show them as

@@ -44,7 +44,10 @@ def tex(text) -> str:
     text = str(text).replace("\\", r"\textbackslash{}")
     for char in "&%$#_{}":
         text = text.replace(char, "\\" + char)
-    return text.replace("±", r"$\pm$").replace("—", "---").replace("†", r"$\dagger$")
+    for char, math in (("±", r"$\pm$"), ("†", r"$\dagger$"), ("√r", r"$\sqrt{r}$"),
+                       ("α", r"$\alpha$"), ("φ", r"$\phi$")):
+        text = text.replace(char, math)
+    return text.replace("—", "---")
 
 
 def latex(table: Table) -> str:

@@ -66,7 +66,8 @@ def runs_frame(runs_dir, experiment: str, tier: str | None = None) -> pd.DataFra
             "run_id": record.get("run_id"), "status": record.get("status"),
             "error": record.get("error"), "model": record.get("model"), "task": record.get("task"),
             "method": record.get("method"), "targets": targets_key(record.get("targets")),
-            "rank": int(record.get("rank") or 0), "seed": record.get("seed"),
+            "rank": int(record.get("rank") or 0), "scaling": scaling_of(record),
+            "seed": record.get("seed"),
             "tier": record.get("tier"), "trainable": parameters.get("trainable"),
             "lora_params": parameters.get("lora", parameters.get("method")),
             "run_dir": record.get("run_dir"),
@@ -75,6 +76,34 @@ def runs_frame(runs_dir, experiment: str, tier: str | None = None) -> pd.DataFra
     if tier is not None and not frame.empty:
         frame = frame[frame["tier"] == tier]
     return frame
+
+
+def select(frame: pd.DataFrame, **labels) -> pd.DataFrame:
+    """The rows of `frame` whose columns equal the given labels (an empty frame stays empty)."""
+    if frame.empty:
+        return frame
+    mask = pd.Series(True, index=frame.index)
+    for column, value in labels.items():
+        mask &= frame[column] == value
+    return frame[mask]
+
+
+def done(frame: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs of a frame."""
+    return frame[frame["status"] == "done"] if not frame.empty else frame
+
+
+def setting_label(model: str, task: str, tier: str) -> str:
+    """"all-MiniLM-L6-v2, SST-2, quick tier": one setting of ours, as verdicts name it."""
+    return f"{model_name(model)}, {task_name(task)}, {tier} tier"
+
+
+def scaling_of(record: dict) -> str:
+    """A LoRA record's scaling of B A: "standard" (alpha / r) or "rslora" (alpha / sqrt r); records
+    from before the option are standard. "" for the other methods."""
+    if record.get("method") != "lora":
+        return ""
+    return (record.get("method_config") or {}).get("scaling") or "standard"
 
 
 @dataclass
