@@ -10,11 +10,9 @@
 """
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
@@ -22,7 +20,7 @@ from analysis.tables.formats import markdown_table
 from analysis.tables.ours import model_name, task_name
 from lora_repro.data.glue import GLUE_DIR_ENV, GLUE_TASKS
 from lora_repro.data.nlg import NLG_TASKS
-from lora_repro.records import PROJECT_ROOT, STATUSES, git_commit, load_records
+from lora_repro.records import STATUSES, git_commit, load_records, portable_path
 
 DIRTY = "+dirty"
 # an absolute POSIX path in free text (not a URL's //, not the tail of a relative or shown path)
@@ -31,17 +29,7 @@ NOT_DONE = tuple(status for status in STATUSES if status != "done")
 LISTED = 20  # runs not done listed by name; the rest counted
 
 
-def shown_path(path, env_var: str | None = None) -> str:
-    """A path as the report prints it: a relative one as given; an absolute one inside the project
-    or a folder beside it (../shared/data) relative to the project root; any other absolute one
-    as $env_var when one named it, else only its last part."""
-    text = str(path)
-    if not os.path.isabs(text):
-        return text
-    relative = os.path.relpath(text, PROJECT_ROOT)
-    if not relative.startswith(os.path.join(os.pardir, os.pardir)):
-        return Path(relative).as_posix()
-    return f"${env_var}" if env_var else f"…/{Path(text).name}"
+shown_path = portable_path  # one rule for records and the report
 
 
 def without_absolute_paths(text: str) -> str:

@@ -156,6 +156,31 @@ def adopt_twin(run_dir) -> dict | None:
     return None
 
 
+def portable_path(path, env_var: str | None = None) -> str:
+    """A path as a record or report keeps it: relative as given; inside the project or a folder
+    beside it (../shared/data) relative to the project root; any other absolute one as $env_var
+    when one named it, else only its last part. Records never hold one machine's absolute path."""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    relative = os.path.relpath(text, PROJECT_ROOT)
+    if not relative.startswith(os.path.join(os.pardir, os.pardir)):
+        return Path(relative).as_posix()
+    return f"${env_var}" if env_var else f"…/{Path(text).name}"
+
+
+def portable_config(config: dict) -> dict:
+    """The run's config with its local folders (data, tokenizer, weights, run root) made portable."""
+    config = json.loads(json.dumps(config, default=str))
+    for group, key in (("task", "data_dir"), ("task", "tokenizer_dir"), ("model", "path")):
+        node = config.get(group) or {}
+        if node.get(key):
+            node[key] = portable_path(node[key])
+    if config.get("run_root"):
+        config["run_root"] = portable_path(config["run_root"])
+    return config
+
+
 def new_record(run: dict) -> dict:
     """The record of a run that starts now: its layout, defined here once (status `running`)."""
     method = run["method"]
@@ -178,7 +203,7 @@ def new_record(run: dict) -> dict:
         "init_from": run.get("init_from"),  # {task, run_id, run_dir, loaded}: what the run started from
         "hyperparameters": run["train"],
         "method_config": method,
-        "config": run["config"],
+        "config": portable_config(run["config"]),
         "parameters": None,  # {trainable, total, method}: set once the model is built
         "epochs": [],
         "best_epoch": None,

@@ -255,3 +255,10 @@ def test_head_only_control_trains_the_head_alone(tmp_path, glue_dir):
     record = train(compose_run(tmp_path, *TINY, "method=head_only", "train.epochs=1"))
     assert record["status"] == "done" and record["parameters"]["method"] == 0
     assert 0 < record["parameters"]["trainable"] < record["parameters"]["total"] / 10
+
+
+def test_a_record_holds_no_absolute_machine_path(tmp_path, glue_dir):
+    record = train(compose_run(tmp_path, *TINY, "train.epochs=1"))
+    assert record["config"]["task"]["data_dir"] == "../shared/data/glue"  # GLUE_DIR, as the project sees it
+    saved = (Path(record["run_dir"]) / "record.json").read_text()
+    assert str(ROOT.parent) not in saved.replace(str(tmp_path), "")
