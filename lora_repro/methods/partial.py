@@ -82,10 +82,15 @@ def apply_head_only(model: nn.Module, cfg: HeadOnlyConfig, head_modules, seed: i
     heads = set(common.head_parameters(model, head_modules))
     if not heads:
         raise ValueError("method='head_only' needs a task head (a classification task): this model has none")
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in heads)
+    return _control(model, heads, cfg.name)
+
+
+def _control(model: nn.Module, trainable: set[str], name: str) -> nn.Module:
+    """A control method: only `trainable` (the head, or nothing) trains; no parameters of its own."""
+    for param_name, param in model.named_parameters():
+        param.requires_grad_(param_name in trainable)
     setattr(model, common._OWN, [])
-    setattr(model, common._METHOD, {"name": cfg.name})
+    setattr(model, common._METHOD, {"name": name})
     return model
 
 
@@ -105,11 +110,7 @@ class ZeroShotConfig:
 def apply_zero_shot(model: nn.Module, cfg: ZeroShotConfig, head_modules, seed: int = 0) -> nn.Module:
     if head_modules:
         raise ValueError("method='zero_shot' is for generation tasks: a classification head would be untrained")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    setattr(model, common._OWN, [])
-    setattr(model, common._METHOD, {"name": cfg.name})
-    return model
+    return _control(model, set(), cfg.name)
 
 
 ZERO_SHOT = register(Method(
