@@ -9,6 +9,7 @@
     analyze intruders RUN... [--k 10] [--eps 0.5] [--base MODEL] [--figure PATH]
     analyze spectrum RUN... [--energy 0.9] [--base MODEL] [--figure PATH]
     analyze forgetting RUN... [--against cola] [--rows 256]
+    analyze grid [--runs-dir results/runs/lr_grid] [--csv PATH]
 
 Adapters are run directories, adapter.safetensors files, PEFT adapter folders or loralib state
 dicts (the latter need --alpha for dW; similarity does not depend on alpha). Layers count from 0.
@@ -152,6 +153,11 @@ def parser() -> argparse.ArgumentParser:
                                       "SST-2's for CoLA; the other NLG data set for a causal LM)")
     fo.add_argument("--rows", type=int, default=256, help="held-out texts (default 256)")
     fo.set_defaults(run=run_forgetting)
+
+    g = sub.add_parser("grid", help="the learning-rate grid (experiment=lr_grid): the choice")
+    g.add_argument("--runs-dir", type=Path, default=Path("results/runs/lr_grid"))
+    g.add_argument("--csv", type=Path, help="also write the table here")
+    g.set_defaults(run=run_grid)
     return p
 
 
@@ -392,6 +398,14 @@ def run_forgetting(args) -> int:
               f"{result['held_out']['rows']} {result['held_out']['task']} texts: before "
               f"{result['before']:.4f}, after {result['after']:.4f} (change {result['change']:+.4f})"
               f"; wrote {Path(run_dir) / FORGETTING_FILE}")
+    return 0
+
+
+def run_grid(args) -> int:
+    from analysis.grid import summarise
+
+    table = summarise(args.runs_dir, args.csv)
+    print(table.drop(columns=["run_id"]).to_string(index=False))
     return 0
 
 

@@ -113,9 +113,14 @@ class NLGJob:
         pairs = nlg_data.load_nlg(run["task"], "train", run["data_dir"], limit=self.train_cfg["train_limit"])
         self.train_set = nlg_data.tokenize_nlg(pairs, self.tokenizer, self.train_cfg["max_seq_length"])
         self.train_lengths = [len(ids) for ids in self.train_set["input_ids"]]
-        items = nlg_data.group_references(nlg_data.load_nlg(run["task"], "validation", run["data_dir"]))
-        limit = self.train_cfg["eval_limit"]
-        self.eval_items = items.select(range(min(limit, len(items)))) if limit else items
+        # the per-epoch loss picks the best epoch on the validation split; the final decoding is
+        # scored on the task's evaluation split (the same for E2E; WebNLG's test set)
+        spec = nlg_data.nlg_task(run["task"])
+        self.eval_split = spec.eval_split
+        self.select_items, self.eval_items = (
+            nlg_data.take(nlg_data.group_references(nlg_data.load_nlg(run["task"], split, run["data_dir"])),
+                          self.train_cfg["eval_limit"], spec.spread_limit)
+            for split in ("validation", spec.eval_split))
 
     def collate(self, rows):
         width = max(len(r["input_ids"]) for r in rows)
@@ -183,8 +188,8 @@ class NLGJob:
     def evaluate(self, model, accelerator, autocast) -> dict:
         """Validation loss every epoch (cheap); decoding and the five scores are `final_evaluate`."""
         model.eval()
-        sources = self.eval_items["source"]
-        references = self.eval_items["references"]
+        sources = self.select_items["source"]
+        references = self.select_items["references"]
         rows = [nlg_data.encode_pair(s, refs[0], self.tokenizer, self.train_cfg["max_seq_length"])
                 for s, refs in zip(sources, references)]
         losses = []
@@ -201,10 +206,27 @@ class NLGJob:
         from lora_repro.metrics.nlg import score
 
         hypotheses = self.generate(model, list(self.eval_items["source"]), autocast)
-        scores = score(hypotheses, [list(r) for r in self.eval_items["references"]])
-        return {**scores, "samples": [
+        references = [list(r) for r in self.eval_items["references"]]
+        scores = score(hypotheses, references)
+        if "seen" in self.eval_items.column_names:  # WebNLG: Table 14's seen / unseen columns
+            scores.update(seen_unseen_bleu(hypotheses, references, self.eval_items["seen"]))
+        return {**scores, "eval_split": self.eval_split, "eval_items": len(hypotheses), "samples": [
             {"source": s, "output": h} for s, h in zip(self.eval_items["source"][:5], hypotheses[:5])
         ]}
+
+
+def seen_unseen_bleu(hypotheses, references, seen) -> dict:
+    """BLEU over the items of seen and of unseen categories apart (Table 14's S and U)."""
+    from lora_repro.metrics.nlg import bleu_nist
+
+    scores = {}
+    for name, keep in (("seen", True), ("unseen", False)):
+        chosen = [i for i, s in enumerate(seen) if bool(s) == keep]
+        if chosen:
+            part = bleu_nist([hypotheses[i] for i in chosen], [references[i] for i in chosen])
+            scores[f"bleu_{name}"] = part["bleu"]
+            scores[f"items_{name}"] = len(chosen)
+    return scores
 
 
 def make_job(run: dict):

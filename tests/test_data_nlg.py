@@ -1,9 +1,11 @@
 import re
 
+import datasets
 import pytest
 
 from lora_repro.data.nlg import (
     IGNORE_INDEX,
+    WEBNLG_SEEN_CATEGORIES,
     e2e_source,
     encode_pair,
     encode_prompt,
@@ -11,6 +13,7 @@ from lora_repro.data.nlg import (
     linearize_triples,
     load_gpt2_tokenizer,
     load_nlg,
+    take,
     tokenize_nlg,
 )
 
@@ -326,3 +329,36 @@ def test_tokenizer_folder_must_hold_both_files(tmp_path):
     _write(tmp_path / "vocab.json", "{}")
     with pytest.raises(FileNotFoundError, match=r"lacks \['merges\.txt'\]"):
         load_gpt2_tokenizer(tmp_path)
+
+
+# --- subsets: first rows or rows spread through the release ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "limit, spread, kept",
+    [
+        (None, False, list(range(10))),
+        (3, False, [0, 1, 2]),
+        (3, True, [0, 3, 6]),
+        (5, True, [0, 2, 4, 6, 8]),
+        (20, True, list(range(10))),
+    ],
+)  # fmt: skip
+def test_take_first_or_spread(limit, spread, kept):
+    rows = datasets.Dataset.from_dict({"i": list(range(10))})
+    assert take(rows, limit, spread)["i"] == kept
+
+
+def test_real_webnlg_limit_spreads_over_sizes_and_categories(shared_data):
+    """The release is sorted by size and category: the first 200 pairs are all 1-triple Airport
+    entries, 200 spread pairs cover every size and category."""
+    pairs = load_nlg("webnlg", "train", shared_data / "webnlg_2017", limit=200)
+    sizes = {source.count(" | ") + 1 for source in pairs["source"]}
+    assert sizes == set(range(1, 8))
+    assert set(pairs["category"]) == set(WEBNLG_SEEN_CATEGORIES)
+
+
+def test_real_webnlg_spread_test_subset_has_seen_and_unseen(shared_data):
+    items = group_references(load_nlg("webnlg", "test", shared_data / "webnlg_2017"))
+    assert set(take(items, 128, spread=True)["seen"]) == {True, False}
+    assert set(take(items, 128)["seen"]) == {True}  # why the first rows would not do

@@ -312,3 +312,30 @@ def test_zero_shot_control_decodes_and_scores_without_training(tmp_path, shared_
     assert record["status"] == "done" and record["parameters"]["trainable"] == 0
     assert record["optimizer_steps"] == 0 and record["best_epoch"] == 0
     assert {"bleu", "rouge_l"} <= set(record["generation"])
+
+
+def test_webnlg_job_picks_epochs_on_dev_and_scores_seen_and_unseen_on_test(tokenizer, shared_data):
+    """WebNLG: the per-epoch loss uses dev items, the final decoding the test set, spread so that
+    both seen and unseen categories are in it; BLEU S and U are the two groups' corpus BLEU."""
+    run = {**nlg_run(shared_data, eval_limit=6, max_new_tokens=4, beam_size=1),
+           "task": "webnlg", "data_dir": str(shared_data / "webnlg_2017")}
+    job = NLGJob(run)
+    assert job.eval_split == "test" and len(job.eval_items) == len(job.select_items) == 6
+    assert set(job.eval_items["seen"]) == {True, False} and set(job.select_items["seen"]) == {True}
+    if shutil.which("java") is None:
+        pytest.skip("the E2E scorer needs java")
+    scores = job.final_evaluate(tiny(), nullcontext)
+    assert scores["items_seen"] + scores["items_unseen"] == scores["eval_items"] == 6
+    assert scores["eval_split"] == "test" and 0.0 <= scores["bleu_unseen"] <= 1.0
+
+
+def test_seen_unseen_bleu_scores_each_group_alone():
+    from lora_repro.metrics.nlg import bleu_nist
+    from lora_repro.tasks import seen_unseen_bleu
+
+    hypotheses = ["the cat sat on the mat", "a dog ran in the park today", "wrong words here"]
+    references = [["the cat sat on the mat"], ["a dog ran in the park today"], ["nothing alike at all"]]
+    scores = seen_unseen_bleu(hypotheses, references, [True, False, False])
+    assert scores["bleu_seen"] == pytest.approx(1.0)
+    assert scores["bleu_unseen"] == pytest.approx(bleu_nist(hypotheses[1:], references[1:])["bleu"])
+    assert (scores["items_seen"], scores["items_unseen"]) == (1, 2)
