@@ -96,7 +96,21 @@ def expand(overrides: list[str], multirun: bool = True) -> list[list[str]]:
     found = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     if sweeper.get("skip_without_hparams"):
         found = drop_jobs_without_hparams(found, _compose)
-    return found
+    return add_controls(found, list(sweeper.get("controls") or []), _compose)
+
+
+def add_controls(jobs: list[list[str]], controls: list[str], compose) -> list[list[str]]:
+    """The sweep's jobs, then one job per control method (e.g. head_only: what the adapters must
+    beat) for each distinct setting of the other overrides: the method's own fields are dropped.
+    Controls the tier has no hyperparameters for are left out and named."""
+    extra = []
+    for job in jobs:
+        setting = [o for o in job if not o.lstrip("+~").startswith(("method", "target_set"))]
+        for control in controls:
+            candidate = setting + [f"method={control}"]
+            if candidate not in extra:
+                extra.append(candidate)
+    return jobs + (drop_jobs_without_hparams(extra, compose) if extra else [])
 
 
 def drop_jobs_without_hparams(jobs: list[list[str]], compose) -> list[list[str]]:

@@ -92,10 +92,25 @@ def test_every_experiment_composes_for_both_tiers(tmp_path):
             for tier in ("quick", "paper"):
                 cfg = compose("config", overrides=[f"experiment={name}", f"tier={tier}"],
                               return_hydra_config=True)
-                if name.startswith("demo") and tier not in cfg.hydra.sweeper.tiers:
+                if tier not in cfg.hydra.sweeper.tiers:  # tiny demos, the quick tier's grid
+                    assert name in ("demo_sweep", "lr_grid"), (name, tier)
                     continue
                 params = {**(cfg.hydra.sweeper.params or {}), **cfg.hydra.sweeper.tiers.get(tier, {})}
                 assert params, (name, tier)
                 job = [f"experiment={name}", f"tier={tier}", *first_of_each(params)]
                 run = resolve(compose("config", overrides=job))
                 assert run["experiment"] == cfg.experiment_name and run["tier"] == tier
+
+
+@pytest.mark.parametrize("experiment, lora_jobs", [("table_rank", 15), ("table_targets", 7)])
+def test_the_head_only_control_runs_once_per_setting(experiment, lora_jobs):
+    """Tables 5 and 6 sweep LoRA settings; the control (the task head alone) runs once per model,
+    task and seed, without the sweep's method fields; the paper tier has no control values."""
+    from lora_repro.plan import expand
+
+    jobs = expand([f"experiment={experiment}", "tier=quick", "seed=0,1"])
+    controls = [job for job in jobs if "method=head_only" in job]
+    assert len(jobs) == 2 * lora_jobs + 2 and len(controls) == 2
+    assert sorted(o for job in controls for o in job if o.startswith("seed=")) == ["seed=0", "seed=1"]
+    assert not [o for job in controls for o in job if o.lstrip("+").startswith(("method.", "target_set"))]
+    assert not [job for job in expand([f"experiment={experiment}", "tier=paper"]) if "method=head_only" in job]

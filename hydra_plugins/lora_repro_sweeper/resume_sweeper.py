@@ -3,7 +3,8 @@
 It expands the sweep like Hydra's basic sweeper, then drops every job whose run already has a
 `done` record, so a sweep run again after preemptions, time-outs or failures submits only the
 failed and missing runs (and nothing when all are done). An experiment may give sweep values per
-tier under `hydra.sweeper.tiers.<tier>`; values on the command line win over both.
+tier under `hydra.sweeper.tiers.<tier>`; values on the command line win over both. Methods named
+in `hydra.sweeper.controls` run once per distinct setting of the rest (lora_repro.plan.add_controls).
 """
 
 
@@ -24,6 +25,8 @@ class ResumeSweeperConf:
     # drop (and name) the jobs the tier has no hyperparameters for, e.g. full FT of DeBERTa XXL,
     # whose Table 2 numbers the paper copies from prior work
     skip_without_hparams: bool = False
+    # methods run once per distinct setting of the sweep besides it (Tables 5 and 6's head-only row)
+    controls: List[str] = field(default_factory=list)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSweeperConf,
@@ -32,10 +35,12 @@ ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSw
 
 class ResumeSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
-                 tiers: Optional[Dict[str, Dict[str, str]]] = None, skip_without_hparams: bool = False) -> None:
+                 tiers: Optional[Dict[str, Dict[str, str]]] = None, skip_without_hparams: bool = False,
+                 controls: Optional[List[str]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.tiers = dict(tiers or {})
         self.skip_without_hparams = skip_without_hparams
+        self.controls = list(controls or [])
 
     def _parse_config(self) -> List[str]:
         params = dict(self.params or {})
@@ -46,12 +51,16 @@ class ResumeSweeper(BasicSweeper):
         return [f"{k}={v}" for k, v in params.items()]
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
-        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-        if self.skip_without_hparams:
-            from lora_repro.plan import drop_jobs_without_hparams
+        from lora_repro.plan import add_controls, drop_jobs_without_hparams
 
-            jobs = drop_jobs_without_hparams(jobs, lambda job: self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(job)))
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+        def compose(job):
+            return self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+
+        if self.skip_without_hparams:
+            jobs = drop_jobs_without_hparams(jobs, compose)
+        jobs = add_controls(jobs, self.controls, compose)
         runs = {tuple(job): self._resolve(job) for job in jobs}
         todo = [job for job in jobs if runs[tuple(job)]["force"] or not _done(runs[tuple(job)]["run_dir"])]
         # Stage 2: runs that start from another run of this sweep (the paper's MRPC, RTE, STS-B
