@@ -15,10 +15,12 @@ with its source, our numbers, the rule and a verdict under the same rules as the
 
 The weight analyses need the runs' weights: LoRA's adapter.safetensors and full fine-tuning's
 model.safetensors, both kept beside the record locally and not in git (except the `subspace`
-adapters): where they are absent the claim says `not run`.
+adapters). Their measures are written once beside the record (weight_measures.json, committed), so
+the claims regenerate without the weights; where neither is there the claim says `not run`.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +28,14 @@ import numpy as np
 from analysis import verdicts as v
 from analysis.tables.ours import done, runs_frame, select, setting_label, settings
 from analysis.verdicts import Claim, Finding
+from lora_repro.records import atomic_write_json, portable_path
 
 INTRUDER_K, INTRUDER_EPS = 10, 0.5  # Shuttleworth et al.'s top-k and cosine threshold
 ENERGY = 0.9  # share of ||ΔW||_F^2 the effective rank holds
 WEIGHT_FILES = {"lora": "adapter.safetensors", "full_ft": "model.safetensors"}
+# beside each run: its measures, written once from the weights and committed with the record, so
+# that the report regenerates from a clone that has no weights (they stay local, not in git)
+MEASURES_FILE = "weight_measures.json"
 FORGETTING_EXPERIMENTS = ("table_glue", "table_e2e")
 
 
@@ -82,27 +88,54 @@ def weight_runs(runs_dir, experiment: str = "table_glue") -> dict:
         runs = select(frame, model=setting[0], task=setting[1], tier=setting[2])
         out[setting] = {method: [row["run_dir"] for _, row in select(runs, method=method)
                                  .sort_values("seed").iterrows()
-                                 if (Path(row["run_dir"]) / name).is_file()]
+                                 if (Path(row["run_dir"]) / name).is_file()
+                                 or (Path(row["run_dir"]) / MEASURES_FILE).is_file()]
                         for method, name in WEIGHT_FILES.items()}
     return out
 
 
 def weight_measures(run_dirs: list) -> list[dict]:
     """Per run: labels, and per (layer, target) matrix its intruder dimensions (top 10, eps 0.5),
-    the effective rank of ΔW (90% of its energy) and ΔW's normalised singular values."""
+    the effective rank of ΔW (90% of its energy) and ΔW's normalised singular values; read from
+    the run's weight_measures.json when it has one, else measured and written there."""
+    return [read_measures(run_dir) or write_measures(run_dir) for run_dir in run_dirs]
+
+
+def write_measures(run_dir) -> dict:
     from analysis.intruders import intruder_dimensions, run_weights
     from analysis.spectrum import delta_spectra, effective_rank
 
-    out = []
-    for run_dir in run_dirs:
-        W0s, W1s, labels = run_weights(run_dir)
-        deltas = {key: W1 - W0s[key] for key, W1 in W1s.items()}
-        out.append({"labels": labels,
-                    "intruders": {key: intruder_dimensions(W0s[key], W1, INTRUDER_K, INTRUDER_EPS)
-                                  for key, W1 in W1s.items()},
-                    "effective_rank": {key: effective_rank(d, ENERGY) for key, d in deltas.items()},
-                    "spectra": delta_spectra(deltas)})
-    return out
+    W0s, W1s, labels = run_weights(run_dir)
+    deltas = {key: W1 - W0s[key] for key, W1 in W1s.items()}
+    measured = {"labels": labels,
+                "intruders": {key: intruder_dimensions(W0s[key], W1, INTRUDER_K, INTRUDER_EPS)
+                              for key, W1 in W1s.items()},
+                "effective_rank": {key: effective_rank(d, ENERGY) for key, d in deltas.items()},
+                "spectra": delta_spectra(deltas)}
+    stored = {"k": INTRUDER_K, "eps": INTRUDER_EPS, "energy": ENERGY,
+              "labels": {**labels, "run": portable_path(labels["run"])},
+              **{measure: {f"{layer}:{target}": np.asarray(value).tolist()
+                           for (layer, target), value in measured[measure].items()}
+                 for measure in ("intruders", "effective_rank", "spectra")}}
+    atomic_write_json(Path(run_dir) / MEASURES_FILE, stored)
+    return measured
+
+
+def read_measures(run_dir) -> dict | None:
+    """The measures written by write_measures at the same k, eps and energy; None otherwise."""
+    path = Path(run_dir) / MEASURES_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if (stored.get("k"), stored.get("eps"), stored.get("energy")) != (INTRUDER_K, INTRUDER_EPS, ENERGY):
+        return None
+
+    def keyed(values: dict, convert) -> dict:
+        return {(int(key.split(":")[0]), key.split(":")[1]): convert(value) for key, value in values.items()}
+
+    return {"labels": stored["labels"], "intruders": keyed(stored["intruders"], int),
+            "effective_rank": keyed(stored["effective_rank"], int),
+            "spectra": keyed(stored["spectra"], np.asarray)}
 
 
 def unit_arm(measured: list[dict], measure: str, keys: list) -> list[tuple]:

@@ -357,6 +357,23 @@ def test_intruders_and_effective_rank_from_planted_weights(weight_runs, tmp_path
     assert "kept locally and not in git" in nothing.absent
 
 
+def test_weight_measures_are_kept_beside_the_record_and_serve_without_the_weights(weight_runs, tmp_path):
+    """A clone has the records and weight_measures.json, not the weights: same findings."""
+    first = followups.weight_findings(weight_runs)
+    for weights in weight_runs.glob("table_glue/*/*.safetensors"):
+        assert (weights.parent / followups.MEASURES_FILE).is_file()
+        weights.unlink()
+    again = followups.weight_findings(weight_runs)
+    for kind in ("lora", "full_ft"):
+        for before, after in zip(first[("tiny_bert", "sst2", "quick")][kind], again[("tiny_bert", "sst2", "quick")][kind]):
+            assert before["intruders"] == after["intruders"]
+            assert before["effective_rank"] == after["effective_rank"]
+            for key, values in before["spectra"].items():
+                np.testing.assert_allclose(after["spectra"][key], values)
+    texts = [(f.ours, f.statistic, f.verdict) for f in followups.claim_intruders(again).findings]
+    assert texts == [(f.ours, f.statistic, f.verdict) for f in followups.claim_intruders(first).findings]
+
+
 def test_forgetting_follow_up_reads_each_runs_result(tmp_path):
     runs = tmp_path / "runs"
     for seed, (lora_, ft) in enumerate([(-0.010, -0.10), (-0.020, -0.12), (-0.015, -0.11)]):
