@@ -37,7 +37,7 @@ FIGURES = true
 endif
 
 .PHONY: help install test test-slow test-all test-slurm lint bench-lora clean table-rank table-targets \
-	table-glue table-e2e table-amplification table-latency figures report
+	table-glue table-e2e table-amplification table-latency lr-grid figures report
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -88,6 +88,10 @@ table-e2e: ## Table 3 (and Table 18 with EXTRA=...): GPT-2 on E2E/WebNLG/DART
 table-amplification: ## Table 7: runs of the subspace experiment, then ||U^T W V^T|| vs ||dW||
 	$(SWEEP) experiment=subspace $(EXTRA); s=$$?; \
 	$(FIGURES) && exit $$s
+
+lr-grid: ## the quick tier's learning-rate grid, one seed: make lr-grid METHOD=lora TASK=rte LRS=1.0e-3,3.0e-3 EPOCHS=10
+	$(SWEEP) experiment=lr_grid method=$(METHOD) task=$(TASK) train.lr=$(LRS) train.epochs=$(EPOCHS) $(EXTRA); s=$$?; \
+	$(VENV)/bin/lora-repro analyze grid && exit $$s
 
 table-latency: ## Table 1 + Figure 5: GPT-2 medium forward latency, base (= LoRA merged) vs LoRA unmerged vs adapters (CPU: reduced settings, ~10 min on 1 thread; LATENCY_ARGS=--device cuda: the paper's)
 	$(PY) scripts/latency.py $(LATENCY_ARGS)
