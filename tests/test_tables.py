@@ -72,6 +72,16 @@ def test_rank_cells_are_mean_and_std_of_the_seeds(runs, tmp_path):
     assert ours["n"] == 2 and ours["seeds"] == "0 1"
 
 
+def test_a_cell_mixing_two_training_settings_says_so(runs, tmp_path):
+    """Records of an older protocol (2 epochs) beside newer ones (3 epochs) in one cell: flagged."""
+    write_run(runs, "table_rank", "qv8s1", targets=["q", "v"], rank=8, seed=1, primary=0.86,
+              hyperparameters={"train_limit": 8000, "eval_limit": None, "epochs": 3,
+                               "precision": "bf16", "num_threads": 1})
+    row = row_of(render(runs, tmp_path, "table_rank", tier="quick").frame, source="ours", weights="{q,v}")
+    assert row["r=8"].endswith("(n=2; 2 different training settings)")
+    assert row["r=1"] == f"82.0 ± {pd.Series([80.0, 84.0]).std():.1f} (n=2)"  # alike: no flag
+
+
 def test_missing_cells_are_missing_and_failed_runs_counted(runs, tmp_path):
     table = render(runs, tmp_path, "table_rank", tier="quick")
     q = row_of(table.frame, source="ours", weights="{q}")

@@ -4,6 +4,7 @@ done: failed, running or interrupted), and the labels and text that every table 
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -68,7 +69,8 @@ def runs_frame(runs_dir, experiment: str, tier: str | None = None) -> pd.DataFra
             "method": record.get("method"), "targets": targets_key(record.get("targets")),
             "rank": int(record.get("rank") or 0), "scaling": scaling_of(record),
             "seed": record.get("seed"),
-            "tier": record.get("tier"), "trainable": parameters.get("trainable"),
+            "tier": record.get("tier"), "train_setting": train_setting(record),
+            "trainable": parameters.get("trainable"),
             "lora_params": parameters.get("lora", parameters.get("method")),
             "run_dir": record.get("run_dir"),
         })
@@ -76,6 +78,15 @@ def runs_frame(runs_dir, experiment: str, tier: str | None = None) -> pd.DataFra
     if tier is not None and not frame.empty:
         frame = frame[frame["tier"] == tier]
     return frame
+
+
+def train_setting(record: dict) -> str:
+    """The record's training settings that change its result, as one comparable string: runs of
+    one cell must share it (a cell mixing two protocols, e.g. 2 and 3 epochs, is flagged)."""
+    from lora_repro.settings import EXECUTION_FIELDS
+
+    hp = record.get("hyperparameters") or {}
+    return json.dumps({k: v for k, v in hp.items() if k not in EXECUTION_FIELDS}, sort_keys=True)
 
 
 def select(frame: pd.DataFrame, **labels) -> pd.DataFrame:
@@ -118,6 +129,7 @@ class Cell:
     trainable: float = math.nan
     lora_params: float = math.nan
     seeds: list = field(default_factory=list)
+    settings: int = 0  # distinct training settings among the finished runs (more than 1: flagged)
 
 
 def cells(frame: pd.DataFrame, keys: list[str], metric: str = "primary") -> dict[tuple, Cell]:
@@ -133,6 +145,7 @@ def cells(frame: pd.DataFrame, keys: list[str], metric: str = "primary") -> dict
             not_done=not_done_counts(group),
             trainable=_first(done, "trainable"), lora_params=_first(done, "lora_params"),
             seeds=sorted(done.loc[values.index, "seed"].tolist()),
+            settings=done.loc[values.index, "train_setting"].nunique() if "train_setting" in done else 0,
         )
     return out
 
@@ -167,6 +180,8 @@ def format_cell(cell: Cell | None, scale: float = 100, decimals: int = 1,
     text = f"{value * scale:.{decimals}f}"
     if stat == "mean" and cell.n > 1:
         text += f" ± {cell.std * scale:.{decimals}f}"
+    if cell.settings > 1:  # never silent: the runs were not trained alike
+        others.append(f"{cell.settings} different training settings")
     return text + f" (n={cell.n}{''.join('; ' + o for o in others)})"
 
 
