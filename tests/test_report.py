@@ -448,3 +448,19 @@ def test_runs_not_done_are_listed_with_their_status(tmp_path):
     _, text = build(tmp_path, runs)
     assert "`table_rank/cut` interrupted" in text
     assert "1 done, 1 interrupted" in text
+
+
+@pytest.mark.parametrize("lora_bleu, verdict", [
+    ((0.54, 0.49, 0.52), v.CONSISTENT),    # far above the untrained model
+    ((0.00, 0.00, 0.00), v.CONTRADICTED),  # learned nothing: no better than the control
+])
+def test_claim_7_at_the_quick_tier_is_lora_against_the_zero_shot_constant(tmp_path, lora_bleu, verdict):
+    runs = tmp_path / "runs"
+    e2e = dict(model="smollm2_135m", task="e2e", targets=["q", "v"], rank=4)
+    for seed, bleu in enumerate(lora_bleu):
+        write_run(runs, "table_e2e", f"lora{seed}", best={"primary": -1.0, "bleu": bleu}, seed=seed, **e2e)
+    write_run(runs, "table_e2e", "zero", best={"primary": -5.0, "bleu": 0.0}, method="zero_shot",
+              **{**e2e, "targets": None, "rank": None})
+    (finding,) = report.claim_e2e_bleu(runs).findings
+    assert finding.verdict == verdict and "quick tier" in finding.setting
+    assert "one-sample t over seeds, n=3" in finding.statistic and "70.4 is GPT-2 M's" in finding.ours
