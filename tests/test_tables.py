@@ -239,6 +239,17 @@ def test_e2e_scales_like_the_paper(tmp_path):
     assert not table.figures and "Table 18" not in set(table.frame["source"])
 
 
+def test_webnlg_rows_carry_table_14s_seen_and_unseen_bleu(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "table_e2e", "w0", model="smollm2_135m", task="webnlg", rank=4,
+              best={"primary": -1.0, "bleu": 0.40, "bleu_seen": 0.50, "bleu_unseen": 0.30,
+                    "nist": 7.0, "meteor": 0.3, "rouge_l": 0.5, "cider": 2.0})
+    frame = render(root, tmp_path, "table_e2e").frame
+    ours = row_of(frame, source="ours")
+    assert (ours["BLEU"], ours["BLEU S"], ours["BLEU U"]) == ("40.0 (n=1)", "50.0 (n=1)", "30.0 (n=1)")
+    assert {"WebNLG (S)", "WebNLG (U)", "WebNLG (A)"} <= set(frame["task"])  # Table 14 beside it
+
+
 def test_e2e_rank_sweep_shows_table18_and_its_plot(tmp_path):
     root = tmp_path / "runs"
     for rank, bleu in [(1, 0.68), (4, 0.70)]:
