@@ -195,7 +195,7 @@ def _weight_claim(claim: Claim, found: dict, measure: str, lora_minus_ft: bool, 
         keys = result["keys"]
         lora, ft = unit_arm(result["lora"], measure, keys), unit_arm(result["full_ft"], measure, keys)
         a, b = (lora, ft) if lora_minus_ft else (ft, lora)
-        diff = v.paired_bootstrap(a, b, "mean")
+        diff = v.paired_bootstrap(a, b, "mean", units="matrices", runs="runs")
         means = {name: np.mean([values.mean() for values, _ in arm]) for name, arm in
                  (("LoRA", lora), ("full FT", ft))}
         ours = (f"{len(keys)} matrices ({', '.join(sorted({t for _, t in keys}))} of every layer); "
@@ -204,7 +204,7 @@ def _weight_claim(claim: Claim, found: dict, measure: str, lora_minus_ft: bool, 
         what = "LoRA − full FT" if lora_minus_ft else "full FT − LoRA"
         claim.findings.append(Finding(
             label, ours, v.tier_verdict(v.BEATS.decide(diff), setting[2]),
-            f"{what}: {diff.text(scale=1, unit=' ' + unit)} (units: matrices)"))
+            f"{what}: {diff.text(scale=1, unit=' ' + unit)}"))
         claim.figures += result["figures"]
     return claim
 

@@ -173,10 +173,12 @@ def constant_prediction(label, metric: str) -> np.ndarray:
     return np.full(len(y), values[counts.argmax()])
 
 
-def paired_bootstrap(a: list, b: list, metric: str, draws: int = DRAWS, seed: int = SEED) -> Interval:
+def paired_bootstrap(a: list, b: list, metric: str, draws: int = DRAWS, seed: int = SEED,
+                     units: str = "dev examples", runs: str = "seeds") -> Interval:
     """The 95% percentile interval of mean_seeds metric(A) - mean_seeds metric(B) on the same
     dev examples. a, b: one (prediction, label) pair per seed of each arm; every label array
-    must be the same (the same dev set in the same order)."""
+    must be the same (the same dev set in the same order). `units` and `runs` name what is
+    resampled in the printed method (e.g. "matrices" and "runs" for per-matrix measures)."""
     if not a or not b:
         raise ValueError("each arm needs at least one run with predictions")
     label = np.asarray(a[0][1])
@@ -200,8 +202,7 @@ def paired_bootstrap(a: list, b: list, metric: str, draws: int = DRAWS, seed: in
     pick_b = rng.integers(0, len(b), size=(len(b), draws))
     replicates = scores_a[pick_a, columns].mean(axis=0) - scores_b[pick_b, columns].mean(axis=0)
     low, high = np.quantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    method = (f"paired bootstrap over {n} dev examples and seeds ({len(a)} vs {len(b)}), "
-              f"{draws} draws")
+    method = f"paired bootstrap over {n} {units} and {runs} ({len(a)} vs {len(b)}), {draws} draws"
     return Interval(float(estimate), float(low), float(high), method, replicates)
 
 

@@ -343,6 +343,7 @@ def test_intruders_and_effective_rank_from_planted_weights(weight_runs, tmp_path
     # LoRA: one intruder in each of its 4 matrices; full FT: one in (1, q) only
     assert "LoRA 1.00 intruders per matrix (dev 80.0 (n=1)); full FT 0.25" in intruders.ours
     assert intruders.verdict == v.CONSISTENT and "LoRA − full FT: +0.75 [" in intruders.statistic
+    assert "paired bootstrap over 4 matrices and runs (1 vs 1)" in intruders.statistic
     (rank,) = followups.claim_effective_rank(found).findings
     # full FT's ΔW is zero in 3 of the 4 matrices (effective rank 0), LoRA's of rank 1 in each
     assert rank.verdict == v.CONTRADICTED and "full FT − LoRA: -0.75 [" in rank.statistic

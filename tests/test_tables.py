@@ -172,6 +172,8 @@ def test_rslora_rows_are_split_by_scaling_and_shown_beside_the_standard_ones(tmp
     assert row_of(qv, scaling="α/√r (rsLoRA)")["r=64"].startswith("90.5 ± 0.7 (n=2)")
     assert row_of(qv, scaling="α/√r (rsLoRA)")["r=1"] == "—"
     assert set(table.tidy.loc[table.tidy["source"] == "ours", "scaling"]) == {"standard", "rslora"}
+    # rsLoRA ran on {q,v} only: the other weight sets get no empty rsLoRA row
+    assert list(ours.loc[ours["weights"] == "{q}", "scaling"]) == ["α/r"]
     assert r"$\alpha$/$\sqrt{r}$ (rsLoRA)" in table.paths[1].read_text()
     assert table.figures[0].stat().st_size > 1000
     plain = render(tmp_path / "runs_plain", tmp_path, "table_rank")

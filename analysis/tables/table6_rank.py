@@ -54,6 +54,9 @@ def rank_table(runs_dir, tier=None, figures_dir=None) -> Table:
         model, task, tier_ = setting
         for targets in RANK_TARGETS + tuple(extra_targets):
             for scaling in scalings_of(stats, setting):  # rsLoRA beside the standard row
+                if scaling != "standard" and not any((*setting, scaling, targets, r) in stats
+                                                     for r in ranks):
+                    continue  # a variant is shown only for the weight sets it was run on
                 row = {"source": "ours", "model": model_name(model), "task": task_name(task),
                        "tier": tier_, "weights": "{" + targets + "}",
                        "scaling": SCALINGS.get(scaling, scaling)}
