@@ -96,7 +96,20 @@ def expand(overrides: list[str], multirun: bool = True) -> list[list[str]]:
     found = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     if sweeper.get("skip_without_hparams"):
         found = drop_jobs_without_hparams(found, _compose)
+    found = keep_first_seed(found, list(sweeper.get("one_seed") or []))
     return add_controls(found, list(sweeper.get("controls") or []), _compose)
+
+
+def keep_first_seed(jobs: list[list[str]], methods: list[str]) -> list[list[str]]:
+    """The jobs, with those of `methods` (e.g. Table 2's baselines, which no verdict uses) kept
+    on the sweep's first seed only."""
+    def value(job: list[str], key: str) -> str | None:
+        found = [o.split("=", 1)[1] for o in job if o.lstrip("+~").split("=", 1)[0] == key]
+        return found[-1] if found else None
+
+    seeds = [value(job, "seed") for job in jobs]
+    first = next((seed for seed in seeds if seed is not None), None)
+    return [job for job, seed in zip(jobs, seeds) if value(job, "method") not in methods or seed == first]
 
 
 def add_controls(jobs: list[list[str]], controls: list[str], compose) -> list[list[str]]:

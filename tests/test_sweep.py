@@ -114,3 +114,34 @@ def test_the_head_only_control_runs_once_per_setting(experiment, lora_jobs):
     assert sorted(o for job in controls for o in job if o.startswith("seed=")) == ["seed=0", "seed=1"]
     assert not [o for job in controls for o in job if o.lstrip("+").startswith(("method.", "target_set"))]
     assert not [job for job in expand([f"experiment={experiment}", "tier=paper"]) if "method=head_only" in job]
+
+
+def test_table_glue_runs_its_baselines_on_the_first_seed_and_the_control_on_each():
+    """Table 2's quick tier: LoRA and full FT on every seed (claim 6 uses them), the baselines on
+    the first seed and only where the tier has settings (SST-2, MRPC), head-only on every seed."""
+    from collections import Counter
+
+    from lora_repro.plan import expand
+
+    jobs = expand(["experiment=table_glue", "tier=quick"])
+    pick = lambda job, key: next(o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key)
+    seeds = Counter((pick(job, "method"), pick(job, "seed")) for job in jobs)
+    tasks = {(pick(job, "method"), pick(job, "task")) for job in jobs}
+    for method in ("lora", "full_ft", "head_only"):
+        assert [seeds[(method, s)] for s in "012"] == [3, 3, 3], method
+    for method in ("bitfit", "adapter_h", "prefix_layer", "ft_top2"):
+        assert [seeds[(method, s)] for s in "012"] == [2, 0, 0], method
+        assert (method, "rte") not in tasks
+    assert len(jobs) == 18 + 9 + 16
+
+
+@pytest.mark.parametrize("jobs, kept", [
+    ([["method=lora", "seed=1"], ["method=bitfit", "seed=1"], ["method=bitfit", "seed=2"]], [0, 1]),
+    ([["method=bitfit", "seed=5"], ["method=lora", "seed=0"], ["method=bitfit", "seed=0"]], [0, 1]),
+    ([["method=bitfit"], ["method=lora"]], [0, 1]),  # no seed swept: nothing to thin
+])
+def test_keep_first_seed(jobs, kept):
+    from lora_repro.plan import keep_first_seed
+
+    assert keep_first_seed(jobs, ["bitfit"]) == [jobs[i] for i in kept]
+    assert keep_first_seed(jobs, []) == jobs

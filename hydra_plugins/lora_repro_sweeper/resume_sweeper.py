@@ -4,7 +4,8 @@ It expands the sweep like Hydra's basic sweeper, then drops every job whose run 
 `done` record, so a sweep run again after preemptions, time-outs or failures submits only the
 failed and missing runs (and nothing when all are done). An experiment may give sweep values per
 tier under `hydra.sweeper.tiers.<tier>`; values on the command line win over both. Methods named
-in `hydra.sweeper.controls` run once per distinct setting of the rest (lora_repro.plan.add_controls).
+in `hydra.sweeper.controls` run once per distinct setting of the rest (lora_repro.plan.add_controls);
+those in `hydra.sweeper.one_seed` on the sweep's first seed only (lora_repro.plan.keep_first_seed).
 """
 
 
@@ -27,6 +28,8 @@ class ResumeSweeperConf:
     skip_without_hparams: bool = False
     # methods run once per distinct setting of the sweep besides it (Tables 5 and 6's head-only row)
     controls: List[str] = field(default_factory=list)
+    # methods run on the sweep's first seed only (Table 2's baselines: no verdict uses them)
+    one_seed: List[str] = field(default_factory=list)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSweeperConf,
@@ -36,11 +39,12 @@ ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSw
 class ResumeSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
                  tiers: Optional[Dict[str, Dict[str, str]]] = None, skip_without_hparams: bool = False,
-                 controls: Optional[List[str]] = None) -> None:
+                 controls: Optional[List[str]] = None, one_seed: Optional[List[str]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.tiers = dict(tiers or {})
         self.skip_without_hparams = skip_without_hparams
         self.controls = list(controls or [])
+        self.one_seed = list(one_seed or [])
 
     def _parse_config(self) -> List[str]:
         params = dict(self.params or {})
@@ -51,7 +55,7 @@ class ResumeSweeper(BasicSweeper):
         return [f"{k}={v}" for k, v in params.items()]
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
-        from lora_repro.plan import add_controls, drop_jobs_without_hparams
+        from lora_repro.plan import add_controls, drop_jobs_without_hparams, keep_first_seed
 
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
@@ -60,6 +64,7 @@ class ResumeSweeper(BasicSweeper):
 
         if self.skip_without_hparams:
             jobs = drop_jobs_without_hparams(jobs, compose)
+        jobs = keep_first_seed(jobs, self.one_seed)
         jobs = add_controls(jobs, self.controls, compose)
         runs = {tuple(job): self._resolve(job) for job in jobs}
         todo = [job for job in jobs if runs[tuple(job)]["force"] or not _done(runs[tuple(job)]["run_dir"])]
