@@ -93,6 +93,9 @@ def _records_at(paths, status: str | None) -> list[dict]:
 
 
 def git_commit() -> str | None:
+    """HEAD, with `+dirty` when tracked files outside results/ differ from it: results/ holds what
+    the runs and `make table-*` write (records, tables, figures), not code, so a sweep started
+    while the tables of the previous one are being rewritten still names a clean commit."""
     try:
         out = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
@@ -100,7 +103,8 @@ def git_commit() -> str | None:
         )
         commit = out.stdout.strip() if out.returncode == 0 else None
         dirty = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no",
+             "--", ".", ":(exclude)results"],
             capture_output=True, text=True, timeout=5,
         ).stdout.strip()
         return f"{commit}+dirty" if commit and dirty else commit

@@ -465,3 +465,27 @@ def test_claim_7_at_the_quick_tier_is_lora_against_the_zero_shot_constant(tmp_pa
     (finding,) = report.claim_e2e_bleu(runs).findings
     assert finding.verdict == verdict and "quick tier" in finding.setting
     assert "one-sample t over seeds, n=3" in finding.statistic and "70.4 is GPT-2 M's" in finding.ours
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monkeypatch):
+    """A sweep that starts while `make table-*` rewrites results/ still names a clean commit."""
+    import subprocess
+
+    from lora_repro import records
+
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                                       capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = git("rev-parse", "HEAD")
+    monkeypatch.setattr(records, "PROJECT_ROOT", tmp_path)
+    assert records.git_commit() == head
+    (tmp_path / "results" / "table.md").write_text("new\n")
+    (tmp_path / "results" / "record.json").write_text("{}\n")
+    assert records.git_commit() == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert records.git_commit() == head + "+dirty"
