@@ -583,8 +583,11 @@ def link(path: Path, out: Path) -> str:
 
 
 def build_report(runs_dir="results/runs", out="results/REPORT.md", tables_dir="results/tables",
-                 figures_dir="results/figures", bench_dir="results/bench", tier=None) -> Path:
-    """Re-render every table, evaluate every claim and follow-up, write the report; its path."""
+                 figures_dir="results/figures", bench_dir="results/bench", tier=None,
+                 coverage: bool = True) -> Path:
+    """Re-render every table, evaluate every claim and follow-up, write the report; its path.
+    coverage: count the quick tier's sweeps for "What regenerates" (~0.2 s a job)."""
+    from analysis.coverage import coverage_section
     from analysis.followups import followup_claims
 
     out = Path(out)
@@ -599,6 +602,8 @@ def build_report(runs_dir="results/runs", out="results/REPORT.md", tables_dir="r
              "\nFollow-up claims (later work, on the same runs):\n", claims_summary(followups, "F"),
              "\nDetails, numbers, statistics and rules: the Claims and Follow-up claims sections.\n",
              "## How verdicts are decided\n", rules_section(),
+             "## What regenerates\n", coverage_section(runs_dir) if coverage else
+             "Not counted in this report (`coverage=False`).\n",
              "## What produced it\n", provenance(runs_dir),
              "## Records from uncommitted code\n", uncommitted_section(runs_dir)]
     parts.append("## Tables\n")

@@ -3,6 +3,7 @@ weights: every claim listed with its rule, its statistic and a verdict decided b
 "not run" when the runs are absent, "reproduced" only at the paper tier, and the tables, figures and
 follow-up claims embedded."""
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -65,7 +66,8 @@ def majority_run(root, experiment, name, seed=0, **fields):
 def build(tmp_path, runs, bench=None):
     out = tmp_path / "results" / "REPORT.md"
     report.build_report(runs, out, tmp_path / "results" / "tables",
-                        tmp_path / "results" / "figures", bench or tmp_path / "no_bench")
+                        tmp_path / "results" / "figures", bench or tmp_path / "no_bench",
+                        coverage=False)
     return out, out.read_text()
 
 
@@ -268,7 +270,10 @@ def test_latency_claim_reads_the_benchmark(tmp_path):
     assert finding.verdict == v.INCONCLUSIVE and "bootstrap over 5 and 5 timing rounds" in finding.statistic
 
 
-def test_report_cli_lists_every_claim_with_a_verdict(tmp_path, capsys):
+def test_report_cli_lists_every_claim_with_a_verdict(tmp_path, capsys, monkeypatch):
+    from analysis import coverage
+
+    monkeypatch.setattr(coverage, "ARTEFACTS", coverage.ARTEFACTS[-2:])  # no sweep to count
     runs = tmp_path / "runs"
     write_run(runs, "table_glue", "lora", 0.85)
     write_run(runs, "table_glue", "ft", 0.86, method="full_ft", targets=None, rank=None)
@@ -489,3 +494,23 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monk
     assert records.git_commit() == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert records.git_commit() == head + "+dirty"
+
+
+def test_coverage_counts_the_runs_of_each_commands_sweep(tmp_path, monkeypatch):
+    from analysis import coverage
+    from lora_repro import plan
+    from lora_repro.records import atomic_write_json
+
+    extra = ["method=lora", "task=sst2", "train.lr=1.0e-3,2.0e-3", "train.epochs=5"]
+    grid = coverage.Artefact("the grid", "make lr-grid", "lr_grid", extra)
+    monkeypatch.setattr(coverage, "ARTEFACTS", [grid, coverage.ARTEFACTS[-1]])
+    runs = tmp_path / "runs"
+    row = lambda: coverage.coverage_frame(str(runs)).iloc[0]
+    assert row()["quick tier"] == "not run: 0 of 2 runs"
+    assert "TIER=paper LAUNCHER=slurm" in row()["paper tier"]
+    first = plan.jobs(["experiment=lr_grid", "tier=quick", f"run_root={runs}", *extra])[0]
+    atomic_write_json(Path(first["run_dir"]) / "record.json", {"status": "done"})
+    assert row()["quick tier"] == "partly: 1 of 2 runs done"
+    assert coverage.status_text(2, 2) == "regenerates: all 2 runs done"
+    text = coverage.coverage_section(str(runs))
+    assert "| the grid" in text and "forgetting" in text
