@@ -64,7 +64,7 @@ def spectrum_figure(results: dict, out_path, title: str = "") -> Path:
         for i, (label, by_key) in enumerate(results.items()):  # one colour per run throughout
             rows = [s for (_, t), s in by_key.items() if t == target]
             if rows:
-                median = torch.stack(rows).median(dim=0).values.clamp(min=FLOOR)
+                median = torch.stack([torch.as_tensor(r) for r in rows]).median(dim=0).values.clamp(min=FLOOR)
                 handles[label], = ax.plot(range(1, len(median) + 1), median.numpy(),
                                           color=f"C{i}", label=label)
         ax.set_xscale("log")

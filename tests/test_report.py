@@ -369,7 +369,8 @@ def test_weight_measures_are_kept_beside_the_record_and_serve_without_the_weight
     for weights in weight_runs.glob("table_glue/*/*.safetensors"):
         assert (weights.parent / followups.MEASURES_FILE).is_file()
         weights.unlink()
-    again = followups.weight_findings(weight_runs)
+    again = followups.weight_findings(weight_runs, tmp_path / "figures")  # figures from the file too
+    assert all(p.stat().st_size > 1000 for p in again[("tiny_bert", "sst2", "quick")]["figures"])
     for kind in ("lora", "full_ft"):
         for before, after in zip(first[("tiny_bert", "sst2", "quick")][kind], again[("tiny_bert", "sst2", "quick")][kind]):
             assert before["intruders"] == after["intruders"]
