@@ -192,12 +192,12 @@ def meta_check(run: dict) -> int:
 
 
 def status_of(run: dict) -> str:
-    from lora_repro.records import read_record
+    from lora_repro.records import finished_twin, read_record
 
     record = read_record(run["run_dir"])
     if record is None:  # the same run finished in another experiment counts (it is reused)
-        twins = sorted(Path(run["run_dir"]).parent.parent.glob(f"*/{run['run_id']}/record.json"))
-        record = next((r for r in map(lambda p: read_record(p.parent), twins) if r.get("status") == "done"), None)
+        twin = finished_twin(run["run_dir"])
+        record = read_record(twin) if twin else None
     if record is None:
         return "missing"
     return {"done": "done", "failed": "failed"}.get(record.get("status"), "missing")

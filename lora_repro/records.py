@@ -136,20 +136,38 @@ def device_info() -> dict:
     return info
 
 
+WEIGHT_FILES = ("adapter.safetensors", "model.safetensors")  # what a run trained (methods' save)
+
+
+def has_weights(run_dir, record: dict) -> bool:
+    """Whether a finished run still holds what it trained (weights stay local, out of git); a
+    method that trains nothing (the zero-shot control) always does."""
+    return record.get("method") == "zero_shot" or any((Path(run_dir) / f).is_file() for f in WEIGHT_FILES)
+
+
+def finished_twin(run_dir) -> Path | None:
+    """A finished run of another experiment with the same run_id (the same config, so the same
+    result) that still has its weights: a copy without them would lose the Section 7 analysis."""
+    run_dir = Path(run_dir)
+    for path in sorted(run_dir.parent.parent.glob(f"*/{run_dir.name}/{RECORD_FILE}")):
+        if path.parent == run_dir:
+            continue
+        record = json.loads(path.read_text())
+        if record.get("status") == "done" and has_weights(path.parent, record):
+            return path.parent
+    return None
+
+
 def adopt_twin(run_dir) -> dict | None:
-    """Reuse a finished run of another experiment with the same run_id (the same config, so the
-    same result): copy its files here with `reused_from` set. Returns the new record, or None."""
+    """Reuse a finished run of another experiment with the same run_id (finished_twin): copy its
+    files here with `reused_from` set. Returns the new record, or None."""
     import shutil
 
     run_dir = Path(run_dir)
-    run_root, experiment, run_id = run_dir.parent.parent, run_dir.parent.name, run_dir.name
-    for path in sorted(run_root.glob(f"*/{run_id}/{RECORD_FILE}")):
-        twin = path.parent
-        if twin == run_dir:
-            continue
-        record = json.loads(path.read_text())
-        if record.get("status") != "done":
-            continue
+    experiment = run_dir.parent.name
+    twin = finished_twin(run_dir)
+    if twin is not None:
+        record = json.loads((twin / RECORD_FILE).read_text())
         run_dir.mkdir(parents=True, exist_ok=True)
         for item in twin.iterdir():
             if item.is_file() and item.name != RECORD_FILE and not item.name.startswith("."):

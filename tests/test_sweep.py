@@ -75,6 +75,23 @@ def test_an_identical_run_of_another_experiment_is_reused(tmp_path):
     assert all((Path(r["run_dir"]) / "adapter.safetensors").is_file() for r in records)
 
 
+def test_a_twin_without_its_weights_is_not_reused(tmp_path):
+    """A clone holds records without the weights (out of git): copying such a twin would give a
+    run the Section 7 analysis cannot read, so it trains again (and plan says missing)."""
+    from lora_repro import plan, records
+
+    assert sweep(tmp_path).returncode == 0
+    runs = sorted((tmp_path / "runs").glob("*/*/record.json"))
+    (runs[0].parent / "adapter.safetensors").unlink()
+    twin_of = lambda path: tmp_path / "runs" / "other" / path.parent.name
+    assert records.finished_twin(twin_of(runs[0])) is None
+    assert records.finished_twin(twin_of(runs[1])) == runs[1].parent
+    assert plan.status_of({"run_dir": str(twin_of(runs[0])), "run_id": runs[0].parent.name}) == "missing"
+    other = sweep(tmp_path, "experiment_name=other")
+    assert "sweep: 4 jobs, 3 already done, 1 to run" in other.stdout
+    assert (twin_of(runs[0]) / "adapter.safetensors").is_file()  # trained again
+
+
 def first_of_each(params: dict) -> list[str]:
     """One job of a sweep: the first value of every swept key."""
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
