@@ -162,3 +162,12 @@ def test_keep_first_seed(jobs, kept):
 
     assert keep_first_seed(jobs, ["bitfit"]) == [jobs[i] for i in kept]
     assert keep_first_seed(jobs, []) == jobs
+
+
+def test_table_e2e_runs_the_zero_shot_control_once_per_task():
+    from lora_repro.plan import expand
+
+    jobs = expand(["experiment=table_e2e", "tier=quick"])
+    zero = [job for job in jobs if "method=zero_shot" in job]
+    assert len(zero) == 2 and all("seed=0" in job for job in zero)  # E2E and WebNLG
+    assert len(jobs) == 2 * 2 * 3 + 2
