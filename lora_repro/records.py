@@ -22,6 +22,7 @@ from pathlib import Path
 
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.json"  # the best epoch's per-example dev predictions (GLUE)
+GENERATIONS_FILE = "generations.json"  # every decoded output of an NLG run, beside its input
 STATUSES = ("running", "done", "failed", "interrupted")  # interrupted: preempted/stopped, resumes
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -210,9 +210,10 @@ class NLGJob:
         scores = score(hypotheses, references)
         if "seen" in self.eval_items.column_names:  # WebNLG: Table 14's seen / unseen columns
             scores.update(seen_unseen_bleu(hypotheses, references, self.eval_items["seen"]))
-        return {**scores, "eval_split": self.eval_split, "eval_items": len(hypotheses), "samples": [
-            {"source": s, "output": h} for s, h in zip(self.eval_items["source"][:5], hypotheses[:5])
-        ]}
+        self.outputs = [{"source": s, "output": h, "references": r}
+                        for s, h, r in zip(self.eval_items["source"], hypotheses, references)]
+        return {**scores, "eval_split": self.eval_split, "eval_items": len(hypotheses),
+                "samples": [{k: o[k] for k in ("source", "output")} for o in self.outputs[:5]]}
 
 
 def seen_unseen_bleu(hypotheses, references, seen) -> dict:

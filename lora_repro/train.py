@@ -32,6 +32,7 @@ from lora_repro import methods  # noqa: E402
 from lora_repro.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint  # noqa: E402
 from lora_repro.config import resolve  # noqa: E402
 from lora_repro.records import (  # noqa: E402
+    GENERATIONS_FILE,
     PREDICTIONS_FILE,
     adopt_twin,
     atomic_write_json,
@@ -260,6 +261,8 @@ def train(run: dict) -> dict:
             unwrapped = accelerator.unwrap_model(model)
             method.load(unwrapped, run_dir)
             record["generation"] = job.final_evaluate(unwrapped, ctx["autocast"])
+            if accelerator.is_main_process:  # every output, to read beside the scores
+                atomic_write_json(run_dir / GENERATIONS_FILE, {"split": job.eval_split, "items": job.outputs})
             record["best"] = {**record["best"], **{k: v for k, v in record["generation"].items()
                                                    if k != "samples"}}
         record.update(

@@ -221,6 +221,10 @@ def test_gpt2_e2e_trains_decodes_and_scores(tmp_path, shared_data, monkeypatch):
     assert set(record["generation"]) >= {"bleu", "nist", "meteor", "rouge_l", "cider", "samples"}
     assert len(record["generation"]["samples"]) == 4
     assert record["hyperparameters"]["label_smoothing"] == 0.1
+    generations = json.loads((Path(record["run_dir"]) / "generations.json").read_text())
+    assert generations["split"] == "validation" and len(generations["items"]) == 4
+    first = generations["items"][0]
+    assert first["output"] == record["generation"]["samples"][0]["output"] and first["references"]
 
 
 def test_torchrun_ddp_splits_the_batches_and_writes_one_record(tmp_path, glue_dir):
