@@ -361,3 +361,11 @@ def test_authors_scripts_leaves_the_quick_tier_alone():
     for model, method, task in hparams.entries("quick"):
         assert (hparams.resolve("quick", model, task, method, "authors_scripts")
                 == hparams.resolve("quick", model, task, method))
+
+
+def test_quick_smollm2_e2e_takes_its_grids_choices():
+    lora = hparams.resolve("quick", "smollm2_135m", "e2e", "lora")
+    full = hparams.resolve("quick", "smollm2_135m", "e2e", "full_ft")
+    assert (lora["lr"], lora["epochs"], full["lr"], full["epochs"]) == (2e-3, 3, 2e-4, 2)
+    for field in ("train_limit", "eval_limit", "max_seq_length", "batch_size", "beam_size"):
+        assert lora[field] == full[field], field  # the same data and decoding for both
