@@ -36,7 +36,7 @@ ARTEFACTS = [
     Artefact("Table 1, Figure 5 (latency)", "make table-latency",
              note="no runs: a benchmark (CPU: reduced settings; LATENCY_ARGS=--device cuda: the paper's)"),
     Artefact("Follow-up figures (intruders, ΔW spectrum), forgetting", "make report",
-             note="Table 2's SST-2 LoRA and full-FT runs with their weights; forgetting: "
+             note="Table 2's LoRA and full-FT runs that kept their weights; forgetting: "
                   "`lora-repro analyze forgetting RUN`"),
 ]
 PAPER_TIER = ("not run here: the paper's models (hub) and GPUs; `{command} TIER=paper "

@@ -137,13 +137,15 @@ def device_info() -> dict:
     return info
 
 
-WEIGHT_FILES = ("adapter.safetensors", "model.safetensors")  # what a run trained (methods' save)
-
-
 def has_weights(run_dir, record: dict) -> bool:
-    """Whether a finished run still holds what it trained (weights stay local, out of git); a
-    method that trains nothing (the zero-shot control) always does."""
-    return record.get("method") == "zero_shot" or any((Path(run_dir) / f).is_file() for f in WEIGHT_FILES)
+    """Whether a finished run still holds what it trained (weights stay local, out of git): the
+    file its method saves; a run that trained nothing (the zero-shot control) always does."""
+    from lora_repro.methods.common import ADAPTER_FILE  # methods import this module: not at the top
+    from lora_repro.methods.full import WEIGHTS_FILE
+
+    if (record.get("parameters") or {}).get("trainable") == 0:
+        return True
+    return any((Path(run_dir) / name).is_file() for name in (ADAPTER_FILE, WEIGHTS_FILE))
 
 
 def finished_twin(run_dir) -> Path | None:

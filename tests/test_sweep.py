@@ -171,3 +171,18 @@ def test_table_e2e_runs_the_zero_shot_control_once_per_task():
     zero = [job for job in jobs if "method=zero_shot" in job]
     assert len(zero) == 2 and all("seed=0" in job for job in zero)  # E2E and WebNLG
     assert len(jobs) == 2 * 2 * 3 + 2
+
+
+@pytest.mark.parametrize("files, parameters, expected", [
+    (["adapter.safetensors"], {"trainable": 10}, True),
+    (["model.safetensors"], {"trainable": 10}, True),
+    ([], {"trainable": 10}, False),        # a clone: the record without its weights
+    ([], {"trainable": 0}, True),          # the zero-shot control trains nothing
+    (["record.json"], None, False),
+])
+def test_has_weights(tmp_path, files, parameters, expected):
+    from lora_repro.records import has_weights
+
+    for name in files:
+        (tmp_path / name).write_text("x")
+    assert has_weights(tmp_path, {"parameters": parameters}) is expected
