@@ -164,13 +164,16 @@ def test_keep_first_seed(jobs, kept):
     assert keep_first_seed(jobs, []) == jobs
 
 
-def test_table_e2e_runs_the_zero_shot_control_once_per_task():
+def test_table_e2e_runs_the_zero_shot_control_once_per_task_and_the_baselines_once_on_e2e():
     from lora_repro.plan import expand
 
     jobs = expand(["experiment=table_e2e", "tier=quick"])
     zero = [job for job in jobs if "method=zero_shot" in job]
     assert len(zero) == 2 and all("seed=0" in job for job in zero)  # E2E and WebNLG
-    assert len(jobs) == 2 * 2 * 3 + 2
+    baselines = [job for job in jobs if any(f"method={m}" in job for m in
+                                            ("ft_top2", "adapter_l", "adapter_h", "prefix_layer"))]
+    assert len(baselines) == 4 and all("seed=0" in job and "task=e2e" in job for job in baselines)
+    assert len(jobs) == 2 * 2 * 3 + 2 + 4   # LoRA, full FT x 2 tasks x 3 seeds; controls; baselines
 
 
 @pytest.mark.parametrize("files, parameters, expected", [
