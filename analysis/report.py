@@ -482,8 +482,9 @@ def claim_e2e_bleu(runs_dir) -> Claim:
         f"70.4 with its t-interval over seeds, rule {rule.describe(what='BLEU − 70.4')}. Quick "
         "tier (another, smaller decoder: its BLEU says nothing about GPT-2 M's number): the claim's "
         "premise only, that LoRA learns the task: LoRA − the zero-shot control (the untrained "
-        "model, same prompt and decoding; nothing trains, so a constant) in BLEU, one-sample "
-        "t-interval over LoRA's seeds, rule "
+        "model, same prompt and decoding; nothing trains: one run) in BLEU, a paired bootstrap "
+        "over the dev inputs and LoRA's seeds where every run kept its outputs (generations.json), "
+        "else a one-sample t-interval over LoRA's seeds against the control as a constant, rule "
         f"{v.BEATS.describe(what='LoRA − zero-shot')}.",
         absent="no finished GPT-2 M LoRA (r=4) runs on E2E (paper tier), nor quick-tier LoRA runs "
                "with the zero-shot control")
@@ -501,9 +502,11 @@ def claim_e2e_bleu(runs_dir) -> Claim:
         lora, zero = (v.arm_of(select(cell, method=m), "bleu") for m in ("lora", "zero_shot"))
         if not lora.n or not zero.n:
             continue
-        # nothing trains in the control and decoding is deterministic: one constant, not an arm
-        diff = v.seed_interval(lora.values, float(np.mean(list(zero.values.values()))),
-                               "zero-shot: a constant (nothing trains, deterministic decoding)")
+        if lora.complete and zero.complete:
+            diff = v.compare(lora, zero, "bleu")
+        else:  # nothing trains in the control and decoding is deterministic: one constant
+            diff = v.seed_interval(lora.values, float(np.mean(list(zero.values.values()))),
+                                   "zero-shot: a constant (nothing trains, deterministic decoding)")
         claim.findings.append(Finding(
             setting_label(model, task, tier),
             f"BLEU: LoRA {v.arm_text(lora)}, zero-shot {v.arm_text(zero)} (70.4 is GPT-2 M's: "
@@ -518,7 +521,9 @@ def claim_e2e_beats_ft(runs_dir) -> Claim:
         "GPT-2 M, E2E (Table 3): LoRA (0.35M) BLEU 70.4 ± 0.1 vs FT (354.92M) 68.2; GPT-2 L: "
         "70.4 ± 0.1 vs 68.5.",
         f"From `table_e2e`, per model and tier: LoRA (r=4, or the rank with most seeds) − full FT "
-        f"in BLEU, a t-interval over seeds (BLEU is a corpus metric: no per-example bootstrap), "
+        f"in BLEU, a paired bootstrap over the dev inputs and seeds (corpus BLEU recomputed on "
+        f"each resample) where every run kept its outputs (generations.json), else a t-interval "
+        f"over seeds, "
         f"rule {v.BEATS.describe(what='LoRA − FT')}; neither consistent nor contradicted unless "
         "LoRA and FT both beat the zero-shot control where it was run.",
         absent="no finished `table_e2e` runs with both LoRA and full FT")

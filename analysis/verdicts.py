@@ -6,7 +6,9 @@ The statistic is the 95% interval of a difference between two arms (LoRA vs full
 rank 1 vs rank 64, a method vs the constant predictor):
 
 - **paired bootstrap over dev examples and seeds** (`paired_bootstrap`), when every run of both
-  arms kept its per-example dev predictions (predictions.json): each draw resamples the dev
+  arms kept its per-example dev predictions (predictions.json; for BLEU, an NLG run's outputs in
+  generations.json, whose per-input n-gram statistics give the corpus BLEU of any resample, as
+  Koehn 2004's bootstrap for machine translation): each draw resamples the dev
   examples with replacement, *the same indices for both arms*, and each arm's seeds with
   replacement; the statistic is (mean over the drawn seeds of arm A's metric on the drawn
   examples) − (the same for arm B); the interval is the 2.5% and 97.5% percentiles of 2000 draws.
@@ -40,7 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lora_repro.metrics.glue import PRIMARY_METRIC
-from lora_repro.records import read_predictions
+from lora_repro.metrics.nlg import bleu_from_statistics, bleu_statistics
+from lora_repro.records import read_generations, read_predictions
 
 CONSISTENT, INCONCLUSIVE, CONTRADICTED, NOT_RUN = "consistent", "inconclusive", "contradicted", "not run"
 REPRODUCED = "reproduced"  # a consistent verdict at the paper tier
@@ -53,7 +56,8 @@ CHUNK = 250  # draws resampled at once (a draws x examples weight matrix)
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060,
         2.056, 2.052, 2.048, 2.045, 2.042)
-BOOTSTRAP_METRICS = ("accuracy", "f1", "matthews_correlation", "pearson")
+CONSTANT_PREDICTOR_METRICS = ("accuracy", "f1", "matthews_correlation", "pearson")  # GLUE's
+BOOTSTRAP_METRICS = CONSTANT_PREDICTOR_METRICS + ("bleu",)
 
 
 # -- the statistic -------------------------------------------------------------------------------
@@ -136,6 +140,8 @@ def weighted_scores(metric: str, prediction, label, weights) -> np.ndarray:
         return W @ p.astype(np.float64) / n
     if metric == "accuracy":
         return W @ (p == y) / n
+    if metric == "bleu":  # p: bleu_statistics (one row per input); y: the inputs
+        return bleu_from_statistics(W @ p.astype(np.float64))
     if metric == "f1":
         true_positive = W @ ((p == 1) & (y == 1))
         return _ratio(2 * true_positive, 2 * true_positive + W @ (p != y))
@@ -340,14 +346,29 @@ def arm_of(rows, metric: str = "primary", split: str | None = None) -> Arm:
         if seed in arm.values:
             continue
         arm.values[seed] = float(row[metric])
-        kept = read_predictions(row["run_dir"]) if isinstance(row.get("run_dir"), str) else None
-        if kept:
-            splits = kept.get("splits") or {}
-            name = split if split in splits else next(iter(splits), None)
-            if name is not None:
-                arm.predictions[seed] = (np.asarray(splits[name]["prediction"]),
-                                         np.asarray(splits[name]["label"]))
+        kept = per_example(row["run_dir"], metric, split) if isinstance(row.get("run_dir"), str) else None
+        if kept is not None:
+            arm.predictions[seed] = kept
     return arm
+
+
+def per_example(run_dir: str, metric: str, split: str | None = None) -> tuple | None:
+    """What the paired bootstrap resamples of one run, as (prediction, label): a GLUE run's dev
+    predictions and labels (the split asked for, else the first); for BLEU, an NLG run's
+    per-input BLEU statistics and its inputs. None when the run kept neither."""
+    if metric == "bleu":
+        kept = read_generations(run_dir)
+        if not kept or not kept.get("items"):
+            return None
+        items = kept["items"]
+        return (bleu_statistics([item["output"] for item in items], [item["references"] for item in items]),
+                np.asarray([item["source"] for item in items]))
+    kept = read_predictions(run_dir)
+    splits = (kept or {}).get("splits") or {}
+    name = split if split in splits else next(iter(splits), None)
+    if name is None:
+        return None
+    return np.asarray(splits[name]["prediction"]), np.asarray(splits[name]["label"])
 
 
 def _missing(value) -> bool:
@@ -367,7 +388,7 @@ def compare(a: Arm, b: Arm, metric: str, draws: int = DRAWS) -> Interval | None:
         except ValueError as err:
             return seed_interval(a.values, b.values, f"seed level: {err}")
     why = ("seed level: per-example predictions missing (older records)"
-           if metric in BOOTSTRAP_METRICS else f"seed level: {metric} is a corpus-level metric")
+           if metric in BOOTSTRAP_METRICS else f"seed level: {metric} has no bootstrap here")
     return seed_interval(a.values, b.values, why)
 
 
@@ -377,7 +398,10 @@ def against_baseline(a: Arm, metric: str, draws: int = DRAWS) -> Interval | None
     Pearson); otherwise there is no interval, and the verdict is inconclusive."""
     if not a.n:
         return None
-    if a.complete and metric in BOOTSTRAP_METRICS:
+    if metric not in CONSTANT_PREDICTOR_METRICS:
+        raise ValueError(f"no constant predictor for {metric!r}: valid metrics are "
+                         f"{', '.join(CONSTANT_PREDICTOR_METRICS)}")
+    if a.complete:
         label = next(iter(a.predictions.values()))[1]
         constant = (constant_prediction(label, metric), label)
         try:

@@ -244,3 +244,10 @@ def read_predictions(run_dir) -> dict | None:
     {prediction: [...], label: [...]}}}, or None for a run that has none (NLG, older runs)."""
     path = Path(run_dir) / PREDICTIONS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_generations(run_dir) -> dict | None:
+    """An NLG run's decoded outputs: {split, items: [{source, output, references}]}, or None for
+    a run that has none (GLUE, older runs)."""
+    path = Path(run_dir) / GENERATIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

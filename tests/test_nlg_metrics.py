@@ -2,6 +2,7 @@
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 from lora_repro.metrics import nlg
@@ -22,6 +23,28 @@ def test_bleu_of_an_exact_match_is_one():
 def test_bleu_tokenizes_like_mteval_13a_and_ignores_case():
     hypothesis = "Hello, World. It costs 2.50!"
     assert nlg.corpus_bleu([hypothesis], [["hello , world . it costs 2.50 !"]]) == 1.0
+
+
+CORPUS = (["the cat sat on the mat", "a dog", "it rains in the city centre today"],
+          [["the cat sat on a mat", "there is a cat on the mat"], ["a dog barks"],
+           ["today it rains in the city centre", "rain in the centre"]])
+
+
+@pytest.mark.parametrize("weights", [(1, 1, 1), (2, 0, 1), (0, 0, 3), (1, 3, 0)])
+def test_bleu_statistics_give_the_corpus_bleu_of_any_resample(weights):
+    """Rows of bleu_statistics add: weights @ rows scores the corpus with each input repeated."""
+    hypotheses, references = CORPUS
+    statistics = nlg.bleu_statistics(hypotheses, references)
+    repeated = [i for i, w in enumerate(weights) for _ in range(w)]
+    expected = nlg.corpus_bleu([hypotheses[i] for i in repeated], [references[i] for i in repeated])
+    assert nlg.bleu_from_statistics(np.asarray(weights) @ statistics) == pytest.approx(expected, abs=1e-12)
+
+
+def test_bleu_from_statistics_scores_every_row_of_a_batch():
+    statistics = nlg.bleu_statistics(*CORPUS)
+    draws = np.array([[1, 1, 1], [2, 0, 1]]) @ statistics
+    expected = [nlg.bleu_from_statistics(row) for row in draws]
+    assert nlg.bleu_from_statistics(draws) == pytest.approx(expected)
 
 
 def test_bleu_brevity_penalty_on_a_short_hypothesis():

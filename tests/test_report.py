@@ -473,6 +473,41 @@ def test_claim_7_at_the_quick_tier_is_lora_against_the_zero_shot_constant(tmp_pa
     assert "one-sample t over seeds, n=3" in finding.statistic and "70.4 is GPT-2 M's" in finding.ours
 
 
+SOURCES = [f"name : Place{i} | area : riverside | food : {food}"
+           for i, food in enumerate(["Thai", "French", "Indian", "Chinese"] * 5)]
+REFERENCES = [[f"Place{i} serves {s.split(' : ')[-1]} food by the riverside .",
+               f"By the riverside , Place{i} has {s.split(' : ')[-1]} food ."] for i, s in enumerate(SOURCES)]
+
+
+def nlg_run(root, name, method, seed, outputs):
+    """An E2E run whose generations.json holds `outputs` (scored as lora_repro.train does)."""
+    from lora_repro.metrics.nlg import corpus_bleu
+    from lora_repro.records import GENERATIONS_FILE
+
+    fields = dict(model="smollm2_135m", task="e2e", method=method, seed=seed,
+                  targets=["q", "v"] if method == "lora" else None, rank=4 if method == "lora" else None)
+    run = write_run(root, "table_e2e", name, best={"primary": -1.0, "bleu": corpus_bleu(outputs, REFERENCES)},
+                    **fields)
+    atomic_write_json(run / GENERATIONS_FILE, {"split": "validation", "items": [
+        {"source": s, "output": o, "references": r} for s, o, r in zip(SOURCES, outputs, REFERENCES)]})
+    return run
+
+
+def test_claims_7_and_8_bootstrap_bleu_over_the_dev_inputs_when_runs_kept_their_outputs(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(3):  # LoRA: the first reference, some words dropped on a few inputs
+        nlg_run(runs, f"lora{seed}", "lora", seed,
+                [r[0] if (i + seed) % 4 else r[0].replace("food ", "") for i, r in enumerate(REFERENCES)])
+        nlg_run(runs, f"ft{seed}", "full_ft", seed, [f"Place{i} is a place ." for i in range(len(SOURCES))])
+    nlg_run(runs, "zero", "zero_shot", 0, ["Hello ! How can I help you today ?"] * len(SOURCES))
+    (e2e_bleu,) = report.claim_e2e_bleu(runs).findings
+    (beats_ft,) = report.claim_e2e_beats_ft(runs).findings
+    for finding in (e2e_bleu, beats_ft):
+        assert finding.verdict == v.CONSISTENT
+        assert "paired bootstrap over 20 dev examples and seeds" in finding.statistic
+    assert "(3 vs 1)" in e2e_bleu.statistic and "(3 vs 3)" in beats_ft.statistic
+
+
 def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monkeypatch):
     """A sweep that starts while `make table-*` rewrites results/ still names a clean commit."""
     import subprocess

@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor import meteor as _coco_meteor
 from pycocoevalcap.rouge.rouge import Rouge
@@ -109,29 +111,42 @@ def corpus_bleu(
     hypotheses: list[str], references: list[list[str]], max_n: int = BLEU_MAX_N
 ) -> float:
     """Corpus BLEU (0..1) with the E2E scorer's clipping, closest reference length and floors."""
+    return float(bleu_from_statistics(bleu_statistics(hypotheses, references, max_n).sum(axis=0)))
+
+
+def bleu_statistics(
+    hypotheses: list[str], references: list[list[str]], max_n: int = BLEU_MAX_N
+) -> np.ndarray:
+    """BLEU's sufficient statistics, one row per input: clipped n-gram hits (n = 1..max_n), the
+    hypothesis' n-gram counts, and the closest reference length. They add over inputs, so the
+    corpus BLEU of any resample of the inputs is bleu_from_statistics(weights @ statistics)."""
     check_corpus(hypotheses, references)
-    return _bleu(*_tokenize_corpus(hypotheses, references), max_n)
+    return _bleu_statistics(*_tokenize_corpus(hypotheses, references), max_n)
 
 
-def _bleu(hyp_tokens, ref_tokens, max_n):
-    hits = [0] * max_n
-    hyp_ngram_totals = [0] * max_n
-    closest_ref_length = 0
-    for hyp, refs in zip(hyp_tokens, ref_tokens):
+def _bleu_statistics(hyp_tokens, ref_tokens, max_n) -> np.ndarray:
+    rows = np.zeros((len(hyp_tokens), 2 * max_n + 1))
+    for row, hyp, refs in zip(rows, hyp_tokens, ref_tokens):
         for n in range(1, max_n + 1):
-            hits[n - 1] += sum(_clipped_hits(hyp, refs, n).values())
-            hyp_ngram_totals[n - 1] += _ngram_total(hyp, n)
-        closest_ref_length += len(min(refs, key=lambda ref: (abs(len(ref) - len(hyp)), len(ref))))
+            row[n - 1] = sum(_clipped_hits(hyp, refs, n).values())
+            row[max_n + n - 1] = _ngram_total(hyp, n)
+        row[-1] = len(min(refs, key=lambda ref: (abs(len(ref) - len(hyp)), len(ref))))
+    return rows
 
-    log_precision = sum(
-        math.log(max(hit, ZERO_HITS_FLOOR) / max(total, ZERO_LENGTH_FLOOR))
-        for hit, total in zip(hits, hyp_ngram_totals)
-    ) / max_n
-    hyp_length = hyp_ngram_totals[0] or 1e-5
-    brevity = 1.0
-    if hyp_length <= closest_ref_length:
-        brevity = math.exp(1 - closest_ref_length / hyp_length)
-    return brevity * math.exp(log_precision)
+
+def bleu_from_statistics(totals: np.ndarray) -> np.ndarray:
+    """Corpus BLEU from summed statistics (the last axis as bleu_statistics' columns); any
+    leading axes, e.g. one row per bootstrap draw."""
+    totals = np.asarray(totals, dtype=np.float64)
+    max_n = (totals.shape[-1] - 1) // 2
+    hits, hyp_ngram_totals = totals[..., :max_n], totals[..., max_n:2 * max_n]
+    closest_ref_length = totals[..., -1]
+    log_precision = np.log(np.maximum(hits, ZERO_HITS_FLOOR)
+                           / np.maximum(hyp_ngram_totals, ZERO_LENGTH_FLOOR)).sum(axis=-1) / max_n
+    hyp_length = np.where(hyp_ngram_totals[..., 0] > 0, hyp_ngram_totals[..., 0], 1e-5)
+    brevity = np.where(hyp_length <= closest_ref_length,
+                       np.exp(1 - closest_ref_length / hyp_length), 1.0)
+    return brevity * np.exp(log_precision)
 
 
 def corpus_nist(
@@ -191,7 +206,7 @@ def bleu_nist(hypotheses: list[str], references: list[list[str]]) -> dict[str, f
     check_corpus(hypotheses, references)
     hyp_tokens, ref_tokens = _tokenize_corpus(hypotheses, references)
     return {
-        "bleu": _bleu(hyp_tokens, ref_tokens, BLEU_MAX_N),
+        "bleu": float(bleu_from_statistics(_bleu_statistics(hyp_tokens, ref_tokens, BLEU_MAX_N).sum(axis=0))),
         "nist": _nist(hyp_tokens, ref_tokens, NIST_MAX_N),
     }
 
