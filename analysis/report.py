@@ -39,6 +39,7 @@ from analysis.tables.paper import paper_numbers
 from analysis.tables.table7_amplification import amplification_rows
 from analysis.verdicts import Claim, Finding
 from lora_repro.metrics.glue import PRIMARY_METRIC
+from lora_repro.metrics.nlg import hypothesis_lengths
 
 SECTION7_FIGURES = ("fig3", "fig4", "fig6", "fig7", "fig8", "spectrum_ranks")
 TOP_RANK = 64  # "rank 1 suffices" compares r=1 with the paper's largest rank
@@ -509,10 +510,19 @@ def claim_e2e_bleu(runs_dir) -> Claim:
                                    "zero-shot: a constant (nothing trains, deterministic decoding)")
         claim.findings.append(Finding(
             setting_label(model, task, tier),
-            f"BLEU: LoRA {v.arm_text(lora)}, zero-shot {v.arm_text(zero)} (70.4 is GPT-2 M's: "
-            "not compared at this tier)",
+            f"BLEU: LoRA {v.arm_text(lora)}, zero-shot {v.arm_text(zero)}{empty_outputs(zero)} "
+            "(70.4 is GPT-2 M's: not compared at this tier)",
             v.tier_verdict(v.BEATS.decide(diff), tier), f"LoRA − zero-shot: {diff.text(unit=' BLEU')}"))
     return claim
+
+
+def empty_outputs(arm: v.Arm) -> str:
+    """", empty outputs 128 of 128" for an NLG arm whose runs kept their outputs and wrote some
+    empty ones (an untrained model that ends its text at once scores 0 for that reason alone)."""
+    counts = [(int((hypothesis_lengths(stats) == 0).sum()), len(stats))  # arm_of's BLEU statistics
+              for stats, _ in arm.predictions.values()]
+    empty, total = sum(c for c, _ in counts), sum(t for _, t in counts)
+    return f", empty outputs {empty} of {total}" if empty else ""
 
 
 def claim_e2e_beats_ft(runs_dir) -> Claim:

@@ -506,6 +506,15 @@ def test_claims_7_and_8_bootstrap_bleu_over_the_dev_inputs_when_runs_kept_their_
         assert finding.verdict == v.CONSISTENT
         assert "paired bootstrap over 20 dev examples and seeds" in finding.statistic
     assert "(3 vs 1)" in e2e_bleu.statistic and "(3 vs 3)" in beats_ft.statistic
+    assert "empty outputs" not in e2e_bleu.ours
+
+
+def test_claim_7_counts_the_untrained_models_empty_outputs(tmp_path):
+    runs = tmp_path / "runs"
+    nlg_run(runs, "lora0", "lora", 0, [r[0] for r in REFERENCES])
+    nlg_run(runs, "zero", "zero_shot", 0, [""] * 15 + ["Hello !"] * 5)
+    (finding,) = report.claim_e2e_bleu(runs).findings
+    assert "zero-shot 0.0 (n=1), empty outputs 15 of 20" in finding.ours
 
 
 def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monkeypatch):

@@ -134,6 +134,12 @@ def _bleu_statistics(hyp_tokens, ref_tokens, max_n) -> np.ndarray:
     return rows
 
 
+def hypothesis_lengths(statistics: np.ndarray) -> np.ndarray:
+    """Each input's hypothesis length in tokens (its unigram count), from bleu_statistics."""
+    statistics = np.asarray(statistics)
+    return statistics[..., (statistics.shape[-1] - 1) // 2]
+
+
 def bleu_from_statistics(totals: np.ndarray) -> np.ndarray:
     """Corpus BLEU from summed statistics (the last axis as bleu_statistics' columns); any
     leading axes, e.g. one row per bootstrap draw."""
