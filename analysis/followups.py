@@ -43,7 +43,7 @@ FORGETTING_EXPERIMENTS = ("table_glue", "table_e2e")
 
 def claim_rslora(runs_dir) -> Claim:
     """Under rsLoRA, r=64 beats r=1 ({q,v}); the rank-one rule under both scalings beside it."""
-    from analysis.report import rank_comparison, rank_one_finding
+    from analysis.claims import rank_comparison, rank_one_finding
 
     claim = Claim(
         "Under rank-stable scaling (α/√r), larger ranks learn more: {Wq, Wv} at r=64 beats r=1, "

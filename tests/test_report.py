@@ -3,8 +3,8 @@ weights: every claim listed with its rule, its statistic and a verdict decided b
 "not run" when the runs are absent, "reproduced" only at the paper tier, and the tables, figures and
 follow-up claims embedded."""
 import json
-from pathlib import Path
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from analysis import followups, report
+from analysis import claims, followups, report
 from analysis import verdicts as v
 from analysis.cli import main
 from lora_repro import lora
@@ -77,7 +77,7 @@ def verdict_lines(text):
 
 
 def test_without_records_every_claim_is_not_run(tmp_path):
-    found = report.claims(tmp_path / "runs", tmp_path / "bench")
+    found = claims.paper_claims(tmp_path / "runs", tmp_path / "bench")
     later = followups.followup_claims(tmp_path / "runs")
     assert len(found) == N_CLAIMS and len(later) == N_FOLLOWUPS
     assert all(claim.verdict == v.NOT_RUN for claim in found + later)
@@ -112,7 +112,7 @@ def rank_runs(runs, one=0.85, top=0.85, control=0.60, tier="quick", **fields):
 
 def test_rank_one_on_par_and_above_the_control_is_consistent(tmp_path):
     rank_runs(tmp_path / "runs")
-    (finding,) = report.claim_rank_one(tmp_path / "runs").findings
+    (finding,) = claims.claim_rank_one(tmp_path / "runs").findings
     assert finding.verdict == v.CONSISTENT
     assert "r=1 85.0 ± 0.0 (n=3), r=64 85.0 ± 0.0 (n=3), head only 60.0 ± 0.0 (n=3)" in finding.ours
     assert "r=1 − r=64: +0.00 [+0.00, +0.00] points" in finding.statistic
@@ -121,26 +121,26 @@ def test_rank_one_on_par_and_above_the_control_is_consistent(tmp_path):
 
 def test_rank_one_needs_the_control(tmp_path):
     rank_runs(tmp_path / "runs", control=None)
-    (finding,) = report.claim_rank_one(tmp_path / "runs").findings
+    (finding,) = claims.claim_rank_one(tmp_path / "runs").findings
     assert finding.verdict == v.INCONCLUSIVE and "head-only control is not run" in finding.statistic
     rank_runs(tmp_path / "same", control=0.85)  # the head alone does as well: rank cannot matter
-    (finding,) = report.claim_rank_one(tmp_path / "same").findings
+    (finding,) = claims.claim_rank_one(tmp_path / "same").findings
     assert finding.verdict == v.INCONCLUSIVE and "does not clearly beat" in finding.statistic
 
 
 def test_rank_one_clearly_behind_is_contradicted_and_paper_tier_says_reproduced(tmp_path):
     rank_runs(tmp_path / "behind", one=0.78, top=0.88)
-    (finding,) = report.claim_rank_one(tmp_path / "behind").findings
+    (finding,) = claims.claim_rank_one(tmp_path / "behind").findings
     assert finding.verdict == v.CONTRADICTED
     rank_runs(tmp_path / "paper", tier="paper", model="roberta_base")
-    (finding,) = report.claim_rank_one(tmp_path / "paper").findings
+    (finding,) = claims.claim_rank_one(tmp_path / "paper").findings
     assert finding.verdict == v.REPRODUCED and "paper tier" in finding.setting
 
 
 def test_a_lone_rank_is_not_run(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "table_rank", "r8", rank=8)
-    (finding,) = report.claim_rank_one(runs).findings
+    (finding,) = claims.claim_rank_one(runs).findings
     assert finding.verdict == v.NOT_RUN
 
 
@@ -155,14 +155,14 @@ def test_budget_claim_beats_rule_and_its_baseline_guard(tmp_path):
                     tier="paper", model="roberta_base")
         planted_run(runs, "table_targets", f"pqv{seed}", 0.80, seed=seed, rank=4, tier="paper",
                     model="roberta_base")
-    verdicts = {f.setting: f.verdict for f in report.claim_qv_beats_q(runs).findings}
+    verdicts = {f.setting: f.verdict for f in claims.claim_qv_beats_q(runs).findings}
     assert verdicts == {"all-MiniLM-L6-v2, SST-2, quick tier": v.CONSISTENT,
                         "RoBERTa-base, SST-2, paper tier": v.CONTRADICTED}
     guarded = tmp_path / "guarded"  # {q} learned nothing: {q,v} "beats" it, but that decides nothing
     for seed in (0, 1, 2):
         majority_run(guarded, "table_targets", f"q{seed}", seed=seed, targets=["q"], rank=8)
         planted_run(guarded, "table_targets", f"qv{seed}", 0.88, seed=seed, rank=4)
-    (finding,) = report.claim_qv_beats_q(guarded).findings
+    (finding,) = claims.claim_qv_beats_q(guarded).findings
     assert finding.verdict == v.INCONCLUSIVE and "(would be consistent)" in finding.statistic
 
 
@@ -173,7 +173,7 @@ def test_glue_on_par_averages_tasks_and_flags_a_method_that_did_not_learn(tmp_pa
             planted_run(runs, "table_glue", f"lora_{task}{seed}", 0.86, seed=seed, task=task)
             planted_run(runs, "table_glue", f"ft_{task}{seed}", 0.86, seed=seed, task=task,
                         method="full_ft", targets=None, rank=None)
-    (finding,) = report.claim_glue_on_par(runs).findings
+    (finding,) = claims.claim_glue_on_par(runs).findings
     assert finding.verdict == v.CONSISTENT
     assert "mean over 2 task(s): +0.00 [" in finding.statistic
     assert "mean over 2 paired bootstraps, draw by draw" in finding.statistic
@@ -181,9 +181,9 @@ def test_glue_on_par_averages_tasks_and_flags_a_method_that_did_not_learn(tmp_pa
         majority_run(runs, "table_glue", f"lora_rte{seed}", seed=seed, task="rte")
         planted_run(runs, "table_glue", f"ft_rte{seed}", 0.78, seed=seed, task="rte",
                     method="full_ft", targets=None, rank=None)
-    (finding,) = report.claim_glue_on_par(runs).findings
+    (finding,) = claims.claim_glue_on_par(runs).findings
     assert finding.verdict == v.INCONCLUSIVE and "would be contradicted" in finding.statistic
-    checks = report.baseline_checks(runs)
+    checks = claims.baseline_checks(runs)
     rte = checks[(checks["task"] == "RTE") & (checks["cell"].str.startswith("LoRA"))].iloc[0]
     assert rte["verdict"] == v.CONTRADICTED and rte["− constant baseline [95%]"] == "+0.00 [+0.00, +0.00]"
 
@@ -194,7 +194,7 @@ def test_records_without_predictions_fall_back_to_seeds_and_say_so(tmp_path):
         write_run(runs, "table_glue", f"lora{seed}", lora_, seed=seed)
         write_run(runs, "table_glue", f"ft{seed}", ft, seed=seed, method="full_ft", targets=None,
                   rank=None)
-    (finding,) = report.claim_glue_on_par(runs).findings
+    (finding,) = claims.claim_glue_on_par(runs).findings
     assert "per-example predictions missing (older records)" in finding.statistic
     assert "n=3" in finding.statistic and finding.verdict == v.INCONCLUSIVE
     assert "LoRA − FT per task: SST-2 -1.3 [" in finding.ours
@@ -230,12 +230,12 @@ def subspace_runs(tmp_path):
 
 
 def test_subspace_claims_compare_with_the_control_and_chance(subspace_runs):
-    top = report.claim_top_direction(subspace_runs)
+    top = claims.claim_top_direction(subspace_runs)
     (finding,) = top.findings
     assert finding.verdict == v.CONSISTENT  # the planted direction, while the initial A's differ
     assert "ΔWq phi(1,1) per seed pair 1.000 vs the control's 0." in finding.statistic
     assert "E[phi(1,1)] = 1/64" in finding.statistic
-    amplification = report.claim_amplification(subspace_runs)
+    amplification = claims.claim_amplification(subspace_runs)
     (finding,) = amplification.findings
     assert finding.verdict in VERDICTS
     assert "r=8: proj ΔW / W / random" in finding.ours and "(chance " in finding.ours
@@ -257,16 +257,16 @@ def test_latency_claim_reads_the_benchmark(tmp_path):
             "machine": {"device": "cpu", "processor": "x86_64"}}))
 
     write("a.json", 1.004)
-    claim = report.claim_merge_latency(bench)
+    claim = claims.claim_merge_latency(bench)
     assert claim.verdict == v.CONSISTENT
     assert "merged/base 1.004 (unmerged/base 1.300)" in claim.findings[0].ours
     write("b.json", 1.2)
-    assert {f.verdict for f in report.claim_merge_latency(bench).findings} == {
+    assert {f.verdict for f in claims.claim_merge_latency(bench).findings} == {
         v.CONSISTENT, v.CONTRADICTED}
     (bench / "b.json").unlink()
     noisy = [100, 90, 110, 95, 105]  # the same rounds for base and merged, wide spread
     write("a.json", 1.0, rounds=[noisy, noisy, noisy])
-    (finding,) = report.claim_merge_latency(bench).findings
+    (finding,) = claims.claim_merge_latency(bench).findings
     assert finding.verdict == v.INCONCLUSIVE and "bootstrap over 5 and 5 timing rounds" in finding.statistic
 
 
@@ -304,7 +304,7 @@ def test_rslora_follow_up_splits_the_scalings(tmp_path):
     assert finding.verdict == v.CONSISTENT and finding.setting.endswith(", rsLoRA")
     assert "r=64 − r=1: +" in finding.statistic
     assert "rank-one rule, α/r: consistent; rank-one rule, α/√r: contradicted" in finding.statistic
-    (standard,) = report.claim_rank_one(runs).findings  # the paper's claim sees α/r runs only
+    (standard,) = claims.claim_rank_one(runs).findings  # the paper's claim sees α/r runs only
     assert standard.verdict == v.CONSISTENT and "85.0 ± 0.0 (n=3), r=64 85.0" in standard.ours
 
 
@@ -372,7 +372,8 @@ def test_weight_measures_are_kept_beside_the_record_and_serve_without_the_weight
     again = followups.weight_findings(weight_runs, tmp_path / "figures")  # figures from the file too
     assert all(p.stat().st_size > 1000 for p in again[("tiny_bert", "sst2", "quick")]["figures"])
     for kind in ("lora", "full_ft"):
-        for before, after in zip(first[("tiny_bert", "sst2", "quick")][kind], again[("tiny_bert", "sst2", "quick")][kind]):
+        key = ("tiny_bert", "sst2", "quick")
+        for before, after in zip(first[key][kind], again[key][kind]):
             assert before["intruders"] == after["intruders"]
             assert before["effective_rank"] == after["effective_rank"]
             for key, values in before["spectra"].items():
@@ -468,7 +469,7 @@ def test_claim_7_at_the_quick_tier_is_lora_against_the_zero_shot_constant(tmp_pa
         write_run(runs, "table_e2e", f"lora{seed}", best={"primary": -1.0, "bleu": bleu}, seed=seed, **e2e)
     write_run(runs, "table_e2e", "zero", best={"primary": -5.0, "bleu": 0.0}, method="zero_shot",
               **{**e2e, "targets": None, "rank": None})
-    (finding,) = report.claim_e2e_bleu(runs).findings
+    (finding,) = claims.claim_e2e_bleu(runs).findings
     assert finding.verdict == verdict and "quick tier" in finding.setting
     assert "one-sample t over seeds, n=3" in finding.statistic and "70.4 is GPT-2 M's" in finding.ours
 
@@ -500,8 +501,8 @@ def test_claims_7_and_8_bootstrap_bleu_over_the_dev_inputs_when_runs_kept_their_
                 [r[0] if (i + seed) % 4 else r[0].replace("food ", "") for i, r in enumerate(REFERENCES)])
         nlg_run(runs, f"ft{seed}", "full_ft", seed, [f"Place{i} is a place ." for i in range(len(SOURCES))])
     nlg_run(runs, "zero", "zero_shot", 0, ["Hello ! How can I help you today ?"] * len(SOURCES))
-    (e2e_bleu,) = report.claim_e2e_bleu(runs).findings
-    (beats_ft,) = report.claim_e2e_beats_ft(runs).findings
+    (e2e_bleu,) = claims.claim_e2e_bleu(runs).findings
+    (beats_ft,) = claims.claim_e2e_beats_ft(runs).findings
     for finding in (e2e_bleu, beats_ft):
         assert finding.verdict == v.CONSISTENT
         assert "paired bootstrap over 20 dev examples and seeds" in finding.statistic
@@ -513,7 +514,7 @@ def test_claim_7_counts_the_untrained_models_empty_outputs(tmp_path):
     runs = tmp_path / "runs"
     nlg_run(runs, "lora0", "lora", 0, [r[0] for r in REFERENCES])
     nlg_run(runs, "zero", "zero_shot", 0, [""] * 15 + ["Hello !"] * 5)
-    (finding,) = report.claim_e2e_bleu(runs).findings
+    (finding,) = claims.claim_e2e_bleu(runs).findings
     assert "zero-shot 0.0 (n=1), empty outputs 15 of 20" in finding.ours
 
 
@@ -523,8 +524,10 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monk
 
     from lora_repro import records
 
-    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
-                                       capture_output=True, text=True).stdout.strip()
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
     git("init", "-q")
     (tmp_path / "results").mkdir()
     (tmp_path / "code.py").write_text("x = 1\n")
@@ -550,7 +553,9 @@ def test_coverage_counts_the_runs_of_each_commands_sweep(tmp_path, monkeypatch):
     grid = coverage.Artefact("the grid", "make lr-grid", "lr_grid", extra)
     monkeypatch.setattr(coverage, "ARTEFACTS", [grid, coverage.ARTEFACTS[-1]])
     runs = tmp_path / "runs"
-    row = lambda: coverage.coverage_frame(str(runs)).iloc[0]
+    def row():
+        return coverage.coverage_frame(str(runs)).iloc[0]
+
     assert row()["quick tier"] == "not run: 0 of 2 runs"
     assert "TIER=paper LAUNCHER=slurm" in row()["paper tier"]
     first = plan.jobs(["experiment=lr_grid", "tier=quick", f"run_root={runs}", *extra])[0]

@@ -83,7 +83,9 @@ def test_a_twin_without_its_weights_is_not_reused(tmp_path):
     assert sweep(tmp_path).returncode == 0
     runs = sorted((tmp_path / "runs").glob("*/*/record.json"))
     (runs[0].parent / "adapter.safetensors").unlink()
-    twin_of = lambda path: tmp_path / "runs" / "other" / path.parent.name
+    def twin_of(path):
+        return tmp_path / "runs" / "other" / path.parent.name
+
     assert records.finished_twin(twin_of(runs[0])) is None
     assert records.finished_twin(twin_of(runs[1])) == runs[1].parent
     assert plan.status_of({"run_dir": str(twin_of(runs[0])), "run_id": runs[0].parent.name}) == "missing"
@@ -141,7 +143,9 @@ def test_table_glue_runs_its_baselines_on_the_first_seed_and_the_control_on_each
     from lora_repro.plan import expand
 
     jobs = expand(["experiment=table_glue", "tier=quick"])
-    pick = lambda job, key: next(o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key)
+    def pick(job, key):
+        return next(o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key)
+
     seeds = Counter((pick(job, "method"), pick(job, "seed")) for job in jobs)
     tasks = {(pick(job, "method"), pick(job, "task")) for job in jobs}
     for method in ("lora", "full_ft", "head_only"):

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor import meteor as _coco_meteor
 from pycocoevalcap.rouge.rouge import Rouge
