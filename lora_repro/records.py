@@ -20,7 +20,10 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+# What a run folder holds (weights stay local, out of git; everything else is committed)
 RECORD_FILE = "record.json"
+ADAPTER_FILE = "adapter.safetensors"  # what a parameter-efficient method trained (LoRA, adapters, ...)
+WEIGHTS_FILE = "model.safetensors"  # a full fine-tuning run's whole model
 PREDICTIONS_FILE = "predictions.json"  # the best epoch's per-example dev predictions (GLUE)
 GENERATIONS_FILE = "generations.json"  # every decoded output of an NLG run, beside its input
 STATUSES = ("running", "done", "failed", "interrupted")  # interrupted: preempted/stopped, resumes
@@ -140,9 +143,6 @@ def device_info() -> dict:
 def has_weights(run_dir, record: dict) -> bool:
     """Whether a finished run still holds what it trained (weights stay local, out of git): the
     file its method saves; a run that trained nothing (the zero-shot control) always does."""
-    from lora_repro.methods.common import ADAPTER_FILE  # methods import this module: not at the top
-    from lora_repro.methods.full import WEIGHTS_FILE
-
     if (record.get("parameters") or {}).get("trainable") == 0:
         return True
     return any((Path(run_dir) / name).is_file() for name in (ADAPTER_FILE, WEIGHTS_FILE))

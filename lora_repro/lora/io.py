@@ -36,9 +36,8 @@ from lora_repro.lora.core import (
     wrappers,
 )
 from lora_repro.lora.layers import init_seed, initial_A, scale_of
-from lora_repro.records import atomic_write
+from lora_repro.records import ADAPTER_FILE, atomic_write
 
-ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_META = "adapter.json"
 FORMAT = "lora-repro-adapter/1"
 Factors = dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, float]]

@@ -17,9 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from lora_repro import settings
 from lora_repro.architectures import FAMILIES
-from lora_repro.records import atomic_write
+from lora_repro.records import ADAPTER_FILE, atomic_write
 
-ADAPTER_FILE = "adapter.safetensors"
 _OWN = "_lora_repro_own"  # on the model `apply` returns: names of the method's own parameters
 _METHOD = "_lora_repro_method"  # ... and the method's name and settings
 

@@ -11,9 +11,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from lora_repro.methods import Method, register
-from lora_repro.records import atomic_write
-
-WEIGHTS_FILE = "model.safetensors"
+from lora_repro.records import WEIGHTS_FILE, atomic_write
 
 
 @dataclass
