@@ -35,6 +35,7 @@ from lora_repro.metrics.glue import PRIMARY_METRIC
 from lora_repro.metrics.nlg import hypothesis_lengths
 
 TOP_RANK = 64  # "rank 1 suffices" compares r=1 with the paper's largest rank
+LOW_RANKS = (8, 4, 2, 1)  # Figure 3's A_r=8 beside A_r=64; else the largest lower rank that ran
 BLEU_TARGET, BLEU_MARGIN = 0.704, 0.01  # the paper's E2E BLEU and how far below it still counts
 MERGED_LATENCY_MARGIN = 0.01  # merged may be at most 1% slower than the base model
 PHI_LEVEL = 0.5  # Figure 3's "normalized similarity > 0.5"
@@ -190,7 +191,8 @@ def claim_top_direction(runs_dir) -> Claim:
         "is printed).",
         "phi(i, j) = ||U8[:, :i]ᵀ U64[:, :j]||_F² / min(i, j) (Eq. 4), U the right singular "
         "vectors of A (analysis.subspace.similarity on the `subspace` runs), r=8 and r=64 runs of "
-        "the same seed, at the middle layer (the paper's 48 of 96); the control: the same phi of "
+        "the same seed (where a model has no r=8 runs, the largest rank below 8 run beside r=64, "
+        "e.g. the decoder's r=4), at the middle layer (the paper's 48 of 96); the control: the same phi of "
         "the two runs' initial A's (lora_repro.lora.initial_factors). Consistent if phi(1, 1) > "
         f"{PHI_LEVEL} in every seed pair for both ΔWq and ΔWv while the control's phi(1, 1) stays "
         f"below {PHI_LEVEL} (so initialisation does not explain it); contradicted if no seed pair "
@@ -200,13 +202,15 @@ def claim_top_direction(runs_dir) -> Claim:
     for model, task, tier in settings(frame):
         label = setting_label(model, task, tier)
         runs = select(frame, model=model, task=task, tier=tier)
-        pairs = [(seed, group.set_index("rank")["run_dir"]) for seed, group in runs.groupby("seed")
-                 if {8, 64} <= set(group["rank"])]
+        low, pairs = next(((rank, found) for rank in LOW_RANKS
+                           if (found := [(seed, group.set_index("rank")["run_dir"])
+                                         for seed, group in runs.groupby("seed")
+                                         if {rank, TOP_RANK} <= set(group["rank"])])), (None, []))
         if not pairs:
-            claim.findings.append(Finding(label, "no r=8 and r=64 runs of one seed", v.NOT_RUN))
+            claim.findings.append(Finding(label, "no r=8 (or lower) and r=64 runs of one seed", v.NOT_RUN))
             continue
         try:
-            result = top_direction(pairs)
+            result = top_direction(pairs, low)
         except (FileNotFoundError, KeyError, ValueError) as err:
             claim.findings.append(Finding(label, f"factors unreadable: {err}", v.NOT_RUN))
             continue
@@ -219,7 +223,8 @@ def claim_top_direction(runs_dir) -> Claim:
             verdict = v.INCONCLUSIVE
         else:
             verdict = v.CONSISTENT
-        ours = (f"layer {result['layer'] + 1} of {result['n_layers']} (from 1), {len(pairs)} seed "
+        ours = (f"A at r={low} vs r={TOP_RANK}, layer {result['layer'] + 1} of {result['n_layers']} "
+                f"(from 1), {len(pairs)} seed "
                 "pair(s); median phi(1,1) over all layers: " + ", ".join(
                     f"ΔW{t} {result[t]['median_layers']:.3f}" for t in ("q", "v")))
         statistic = "; ".join(
@@ -234,30 +239,31 @@ def _values(values) -> str:
     return ", ".join("n/a" if x is None else f"{x:.3f}" for x in values)
 
 
-def top_direction(pairs) -> dict:
-    """phi(1,1) at the middle layer per target and seed pair, trained and at initialisation (None
-    where the initial A's cannot be recomputed), and its median over all layers."""
+def top_direction(pairs, low: int = 8) -> dict:
+    """phi(1,1) of A at r=low vs r=64, at the middle layer per target and seed pair, trained and at
+    initialisation (None where the initial A's cannot be recomputed), and its median over all
+    layers."""
     from analysis.subspace import similarity
     from lora_repro.lora import initial_factors, read_factors
 
     out = {}
     for _, run_dirs in pairs:
-        low, high = read_factors(run_dirs[8]), read_factors(run_dirs[64])
+        small, high = read_factors(run_dirs[low]), read_factors(run_dirs[TOP_RANK])
         try:
-            starts = initial_factors(run_dirs[8]), initial_factors(run_dirs[64])
+            starts = initial_factors(run_dirs[low]), initial_factors(run_dirs[TOP_RANK])
         except (FileNotFoundError, ValueError, KeyError):
             starts = None
-        n_layers = max(layer for layer, _ in low) + 1
+        n_layers = max(layer for layer, _ in small) + 1
         layer = middle_layer(n_layers)
-        out.update(layer=layer, n_layers=n_layers, dim=low[(layer, "q")][0].shape[1])
+        out.update(layer=layer, n_layers=n_layers, dim=small[(layer, "q")][0].shape[1])
         for target in ("q", "v"):
             key = (layer, target)
             entry = out.setdefault(target, {"per_seed": [], "control": [], "layers": []})
-            entry["per_seed"].append(float(similarity(low[key][0], high[key][0])[0, 0]))
+            entry["per_seed"].append(float(similarity(small[key][0], high[key][0])[0, 0]))
             entry["control"].append(float(similarity(starts[0][key], starts[1][key])[0, 0])
                                     if starts else None)
-            entry["layers"] += [float(similarity(low[(i, target)][0], high[(i, target)][0])[0, 0])
-                                for i in range(n_layers) if (i, target) in low and (i, target) in high]
+            entry["layers"] += [float(similarity(small[(i, target)][0], high[(i, target)][0])[0, 0])
+                                for i in range(n_layers) if (i, target) in small and (i, target) in high]
     for target in ("q", "v"):
         out[target]["median_layers"] = float(pd.Series(out[target]["layers"]).median())
     return out

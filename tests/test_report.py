@@ -242,6 +242,15 @@ def test_subspace_claims_compare_with_the_control_and_chance(subspace_runs):
     assert "proj_ΔW / chance projection" in finding.statistic
 
 
+def test_top_direction_falls_back_to_the_largest_rank_below_8_beside_64(subspace_runs):
+    """The decoder's subspace runs are r=4 and r=64 (Table 7's pair): claim 3 compares those."""
+    path = subspace_runs / "subspace" / "r8" / "record.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "rank": 4}))
+    (finding,) = claims.claim_top_direction(subspace_runs).findings
+    assert finding.verdict == v.CONSISTENT and finding.ours.startswith("A at r=4 vs r=64")
+
+
 def test_latency_claim_reads_the_benchmark(tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()
