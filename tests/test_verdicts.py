@@ -191,3 +191,9 @@ def test_average_over_tasks_goes_draw_by_draw():
     assert mean.estimate == pytest.approx(0.02)
     np.testing.assert_allclose(mean.draws, [0.01, 0.02, 0.03])
     assert v.average([a, v.Interval(0.0, -1, 1, "seed level")]) is None
+
+
+def test_against_baseline_refuses_a_metric_without_a_constant_predictor():
+    arm = v.Arm(values={0: 0.6})
+    with pytest.raises(ValueError, match="no constant predictor for 'bleu'"):
+        v.against_baseline(arm, "bleu")
