@@ -100,16 +100,24 @@ def expand(overrides: list[str], multirun: bool = True) -> list[list[str]]:
     return add_controls(found, list(sweeper.get("controls") or []), _compose)
 
 
-def keep_first_seed(jobs: list[list[str]], methods: list[str]) -> list[list[str]]:
-    """The jobs, with those of `methods` (e.g. Table 2's baselines, which no verdict uses) kept
-    on the sweep's first seed only."""
+def keep_first_seed(jobs: list[list[str]], selectors: list[str]) -> list[list[str]]:
+    """The jobs, with those a selector matches kept on the sweep's first seed only. A selector is a
+    method name (e.g. Table 2's baselines, which no verdict uses) or an override `key=value` (e.g.
+    `task=webnlg`: a task whose further seeds no verdict needs)."""
     def value(job: list[str], key: str) -> str | None:
         found = [o.split("=", 1)[1] for o in job if o.lstrip("+~").split("=", 1)[0] == key]
         return found[-1] if found else None
 
+    def selected(job: list[str]) -> bool:
+        for selector in selectors:
+            key, _, wanted = selector.rpartition("=") if "=" in selector else ("method", "", selector)
+            if value(job, key.lstrip("+~")) == wanted:
+                return True
+        return False
+
     seeds = [value(job, "seed") for job in jobs]
     first = next((seed for seed in seeds if seed is not None), None)
-    return [job for job, seed in zip(jobs, seeds) if value(job, "method") not in methods or seed == first]
+    return [job for job, seed in zip(jobs, seeds) if not selected(job) or seed == first]
 
 
 def add_controls(jobs: list[list[str]], controls: list[str], compose) -> list[list[str]]:

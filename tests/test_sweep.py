@@ -160,15 +160,17 @@ def test_table_glue_runs_its_baselines_on_the_first_seed_and_the_control_on_each
     ([["method=lora", "seed=1"], ["method=bitfit", "seed=1"], ["method=bitfit", "seed=2"]], [0, 1]),
     ([["method=bitfit", "seed=5"], ["method=lora", "seed=0"], ["method=bitfit", "seed=0"]], [0, 1]),
     ([["method=bitfit"], ["method=lora"]], [0, 1]),  # no seed swept: nothing to thin
+    ([["method=lora", "task=e2e", "seed=0"], ["method=lora", "task=webnlg", "seed=0"],
+      ["method=lora", "task=e2e", "seed=1"], ["method=lora", "task=webnlg", "seed=1"]], [0, 1, 2]),
 ])
 def test_keep_first_seed(jobs, kept):
     from lora_repro.plan import keep_first_seed
 
-    assert keep_first_seed(jobs, ["bitfit"]) == [jobs[i] for i in kept]
+    assert keep_first_seed(jobs, ["bitfit", "task=webnlg"]) == [jobs[i] for i in kept]
     assert keep_first_seed(jobs, []) == jobs
 
 
-def test_table_e2e_runs_the_zero_shot_control_once_per_task_and_the_baselines_once_on_e2e():
+def test_table_e2e_runs_webnlg_and_the_zero_shot_control_once_and_the_baselines_once_on_e2e():
     from lora_repro.plan import expand
 
     jobs = expand(["experiment=table_e2e", "tier=quick"])
@@ -177,7 +179,9 @@ def test_table_e2e_runs_the_zero_shot_control_once_per_task_and_the_baselines_on
     baselines = [job for job in jobs if any(f"method={m}" in job for m in
                                             ("ft_top2", "adapter_l", "adapter_h", "prefix_layer"))]
     assert len(baselines) == 4 and all("seed=0" in job and "task=e2e" in job for job in baselines)
-    assert len(jobs) == 2 * 2 * 3 + 2 + 4   # LoRA, full FT x 2 tasks x 3 seeds; controls; baselines
+    webnlg = [job for job in jobs if "task=webnlg" in job]
+    assert len(webnlg) == 3 and all("seed=0" in job for job in webnlg)  # LoRA, full FT, zero-shot
+    assert len(jobs) == 2 * 3 + 2 + 2 + 4   # E2E: LoRA, full FT x 3 seeds; WebNLG: once; controls; baselines
 
 
 @pytest.mark.parametrize("files, parameters, expected", [

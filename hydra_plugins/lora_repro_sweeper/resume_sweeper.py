@@ -28,7 +28,8 @@ class ResumeSweeperConf:
     skip_without_hparams: bool = False
     # methods run once per distinct setting of the sweep besides it (Tables 5 and 6's head-only row)
     controls: List[str] = field(default_factory=list)
-    # methods run on the sweep's first seed only (Table 2's baselines: no verdict uses them)
+    # run on the sweep's first seed only: method names (Table 2's baselines: no verdict uses them)
+    # or overrides key=value (task=webnlg)
     one_seed: List[str] = field(default_factory=list)
 
 
