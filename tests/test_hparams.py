@@ -226,6 +226,12 @@ def test_quick_rte_lora_takes_its_grids_choice():
     assert (lora["lr"], lora["batch_size"], lora["epochs"]) == (2e-3, 32, 10)
 
 
+@pytest.mark.parametrize("method, start", [("lora", "mrpc"), ("full_ft", "mrpc"), ("head_only", None)])
+def test_quick_rte_starts_lora_and_full_ft_from_their_mrpc_run(method, start):
+    """The paper's MNLI stage has no offline data here: the sentence-pair task MRPC stands in."""
+    assert hparams.resolve("quick", "minilm_l6", "rte", method).get("init_from") == start
+
+
 def test_quick_mrpc_uses_all_rows_and_the_measured_settings():
     lora = hparams.resolve("quick", "minilm_l6", "mrpc", "lora")
     full = hparams.resolve("quick", "minilm_l6", "mrpc", "full_ft")
