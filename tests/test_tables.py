@@ -223,6 +223,25 @@ def test_glue_keeps_models_apart_and_gives_the_median(tmp_path):
     assert "all-MiniLM-L6-v2" not in set(paper["model"])
 
 
+def test_glue_names_runs_started_from_another_task_and_flags_a_cell_mixing_starts(tmp_path):
+    """RTE started from the MRPC run (the quick tier's stand-in for the paper's MNLI stage)."""
+    root = tmp_path / "runs"
+    mrpc = {"task": "mrpc", "run_id": "m0", "run_dir": "results/runs/table_glue/m0"}
+    write_run(root, "table_glue", "r0", task="rte", seed=0, primary=0.60, init_from=mrpc)
+    write_run(root, "table_glue", "r1", task="rte", seed=1, primary=0.62, init_from=mrpc)
+    write_run(root, "table_glue", "s0", task="sst2", seed=0, primary=0.84)
+    table = render(root, tmp_path, "table_glue")
+    assert [n for n in table.notes if "started from" in n] == [
+        "Ours (quick): RTE LoRA started from the same method's MRPC run of the same seed (its "
+        "weights, a fresh task head), as the paper starts MRPC, RTE and STS-B from MNLI (Appendix "
+        "D.1); the other cells start from the pretrained model."]
+    write_run(root, "table_glue", "r2", task="rte", seed=2, primary=0.53)  # from the pretrained model
+    lora = row_of(render(root, tmp_path, "table_glue").frame, source="ours", method="LoRA",
+                  **{"tier / aggregate": "quick, mean ± std over seeds"})
+    assert lora["RTE"].endswith("(n=3; 2 different training settings)")
+    assert lora["SST-2"] == "84.0 (n=1)"
+
+
 def test_e2e_scales_like_the_paper(tmp_path):
     root = tmp_path / "runs"
     for seed, bleu in enumerate([0.70, 0.72]):

@@ -70,6 +70,7 @@ def runs_frame(runs_dir, experiment: str, tier: str | None = None) -> pd.DataFra
             "rank": int(record.get("rank") or 0), "scaling": scaling_of(record),
             "seed": record.get("seed"),
             "tier": record.get("tier"), "train_setting": train_setting(record),
+            "started_from": started_from(record),
             "trainable": parameters.get("trainable"),
             "lora_params": parameters.get("lora", parameters.get("method")),
             "run_dir": record.get("run_dir"),
@@ -86,7 +87,17 @@ def train_setting(record: dict) -> str:
     from lora_repro.settings import EXECUTION_FIELDS
 
     hp = record.get("hyperparameters") or {}
-    return json.dumps({k: v for k, v in hp.items() if k not in EXECUTION_FIELDS}, sort_keys=True)
+    setting = {k: v for k, v in hp.items() if k not in EXECUTION_FIELDS}
+    return json.dumps({**setting, "started_from": started_from(record)}, sort_keys=True)
+
+
+def started_from(record: dict) -> str | None:
+    """The task whose run this one started from (the paper's MNLI stage), 'a run folder' for a
+    start given as a path, None for the pretrained model."""
+    source = record.get("init_from")
+    if not source:
+        return None
+    return source.get("task") or "a run folder"
 
 
 def select(frame: pd.DataFrame, **labels) -> pd.DataFrame:

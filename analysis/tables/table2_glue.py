@@ -71,8 +71,25 @@ def glue_table(runs_dir, tier=None, figures_dir=None) -> Table:
         "A model that is not in the paper (e.g. the quick tier's all-MiniLM-L6-v2) is shown in its "
         "own rows, never mixed into the paper's.",
     ]
+    notes += start_notes(frame)
     tidy = tidy_frame(tidy_ours(stats, ["model", "method", "tier", "task"], "primary")
                         + tidy_paper(paper))
     return Table("table2_glue", "table_glue",
                  "Table 2: GLUE — ours beside RoBERTa-base/large and DeBERTa-XXL",
                  pd.DataFrame(rows), tidy, notes)
+
+
+def start_notes(frame: pd.DataFrame) -> list[str]:
+    """One note per (tier, task, source) naming the methods whose runs started from another task's
+    run of the same method and seed (the paper's MNLI stage) rather than from the pretrained model."""
+    if frame.empty or "started_from" not in frame:
+        return []
+    started = frame[frame["started_from"].notna()]
+    notes = []
+    for (tier, task, source), group in started.groupby(["tier", "task", "started_from"]):
+        methods = ", ".join(METHOD_NAMES.get(m, m) for m in sorted(set(group["method"])))
+        notes.append(f"Ours ({tier}): {task_name(task)} {methods} started from the same method's "
+                     f"{task_name(source) if source != 'a run folder' else source} run of the same "
+                     "seed (its weights, a fresh task head), as the paper starts MRPC, RTE and STS-B "
+                     "from MNLI (Appendix D.1); the other cells start from the pretrained model.")
+    return notes
