@@ -110,7 +110,7 @@ def keep_first_seed(jobs: list[list[str]], selectors: list[str]) -> list[list[st
 
     def selected(job: list[str]) -> bool:
         for selector in selectors:
-            key, _, wanted = selector.rpartition("=") if "=" in selector else ("method", "", selector)
+            key, _, wanted = selector.partition("=") if "=" in selector else ("method", "", selector)
             if value(job, key.lstrip("+~")) == wanted:
                 return True
         return False

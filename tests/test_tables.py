@@ -240,6 +240,11 @@ def test_glue_names_runs_started_from_another_task_and_flags_a_cell_mixing_start
                   **{"tier / aggregate": "quick, mean ± std over seeds"})
     assert lora["RTE"].endswith("(n=3; 2 different training settings)")
     assert lora["SST-2"] == "84.0 (n=1)"
+    write_run(root, "table_glue", "f0", task="rte", method="full_ft", targets=None, rank=None,
+              primary=0.55, init_from={"task": None, "run_id": None, "run_dir": "some/folder"})
+    notes = render(root, tmp_path, "table_glue").notes
+    assert any(n.startswith("Ours (quick): RTE FT started from a run folder given by init_from (")
+               for n in notes)
 
 
 def test_e2e_scales_like_the_paper(tmp_path):

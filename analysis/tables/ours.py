@@ -91,13 +91,16 @@ def train_setting(record: dict) -> str:
     return json.dumps({**setting, "started_from": started_from(record)}, sort_keys=True)
 
 
+PATH_START = "path"  # started_from of a run whose start was given as a folder, not a task
+
+
 def started_from(record: dict) -> str | None:
-    """The task whose run this one started from (the paper's MNLI stage), 'a run folder' for a
-    start given as a path, None for the pretrained model."""
+    """The task whose run this one started from (the paper's MNLI stage), PATH_START for a start
+    given as a folder, None for the pretrained model."""
     source = record.get("init_from")
     if not source:
         return None
-    return source.get("task") or "a run folder"
+    return source.get("task") or PATH_START
 
 
 def select(frame: pd.DataFrame, **labels) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import pandas as pd
 from analysis.tables.formats import MISSING, Table
 from analysis.tables.ours import (
     METHOD_NAMES,
+    PATH_START,
     SCALE_NOTE,
     cells,
     format_cell,
@@ -88,8 +89,9 @@ def start_notes(frame: pd.DataFrame) -> list[str]:
     notes = []
     for (tier, task, source), group in started.groupby(["tier", "task", "started_from"]):
         methods = ", ".join(METHOD_NAMES.get(m, m) for m in sorted(set(group["method"])))
-        notes.append(f"Ours ({tier}): {task_name(task)} {methods} started from the same method's "
-                     f"{task_name(source) if source != 'a run folder' else source} run of the same "
-                     "seed (its weights, a fresh task head), as the paper starts MRPC, RTE and STS-B "
-                     "from MNLI (Appendix D.1); the other cells start from the pretrained model.")
+        start = ("a run folder given by init_from" if source == PATH_START else
+                 f"the same method's {task_name(source)} run of the same seed")
+        notes.append(f"Ours ({tier}): {task_name(task)} {methods} started from {start} (its "
+                     "weights, a fresh task head), as the paper starts MRPC, RTE and STS-B from MNLI "
+                     "(Appendix D.1); the other cells start from the pretrained model.")
     return notes
